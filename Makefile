@@ -1,0 +1,43 @@
+# The Makefile is the interface: install, demo, test, chaos, bench, lint.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTEST  := $(BIN)/pytest
+
+.PHONY: install demo test unit integration chaos bench bench-quick lint typecheck clean
+
+install: $(BIN)/smsc-mailer
+
+$(BIN)/smsc-mailer: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/smsc-mailer demo
+
+test: install
+	$(PYTEST) -q
+
+unit: install
+	$(PYTEST) -q tests/unit
+
+integration: install
+	$(PYTEST) -q tests/integration
+
+chaos: install
+	$(BIN)/smsc-mailer chaos
+
+bench: install
+	$(BIN)/smsc-mailer bench
+
+bench-quick: install
+	$(BIN)/smsc-mailer bench --quick
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy scheduler worker/smsc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Campaigns in Redis: intake, plan, store, guards (no Celery, no httpx, no environment reading)."""

@@ -1,0 +1,1 @@
+"""smsc-mailer's runtime: the Celery app (``celery -A worker worker|beat``), tasks, CLI."""

@@ -1,0 +1,112 @@
+"""Settings: the one place that reads the environment (and a ``.env`` file).
+
+Everything else receives a typed :class:`Settings` object. Secrets are ``SecretStr`` so that a
+``repr()``, a log line or a traceback never shows them.
+
+Environment variables (the public contract):
+
+=====================  ==========================================================================
+``SMSC_BASE_URL``      provider base URL (default ``https://smsc.ru``)
+``SMSC_LOGIN``         account login            } either login + password,
+``SMSC_PASSWORD``      account password         }
+``SMSC_APIKEY``        API key                  } or an API key
+``SMSC_ACCOUNT``       name of the account's keys in Redis (default: the login, else ``default``)
+``SMSC_TIMEOUT``       seconds to wait for the provider's answer (default 30)
+``SMSC_CONCURRENCY``   cap on requests in flight per login, all workers together (default 14; < 15)
+``SMSC_BATCH_SIZE``    recipients per ``send.php`` request (default: derived from the message)
+``SMSC_NAMESPACE``     prefix of every Redis key (default ``smsc``)
+``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
+``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
+=====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "get_settings"]
+
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """Raised when a setting is missing or malformed; its text is one line, without secret values."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    smsc_base_url: str = "https://smsc.ru"
+    smsc_login: str | None = None
+    smsc_password: SecretStr | None = None
+    smsc_apikey: SecretStr | None = None
+    smsc_account: str | None = None
+    # 30 s: the provider answers a 500-number list in well under a second; anything slower is a fault
+    # whose outcome we settle through status.php rather than wait for.
+    smsc_timeout: float = Field(default=30.0, gt=0, le=300)
+    # 14, not 15: the provider answers error 9 at the 15th concurrent request of one login.
+    smsc_concurrency: int = Field(default=14, ge=1, le=14)
+    smsc_batch_size: int | None = Field(default=None, ge=1, le=5000)
+    smsc_namespace: str = Field(default="smsc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str | None = None
+
+    @field_validator("smsc_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s) URL such as https://smsc.ru")
+        return v.rstrip("/")
+
+    @field_validator("redis_url", "celery_broker_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(redis|rediss|unix)://", v):
+            raise ValueError("must be a redis:// (or rediss://, unix://) URL")
+        return v
+
+    @model_validator(mode="after")
+    def _account(self) -> Settings:
+        if self.smsc_account is None:
+            self.smsc_account = self.smsc_login or "default"
+        if not _ACCOUNT_RE.match(self.smsc_account):
+            raise ValueError("SMSC_ACCOUNT must be 1-64 characters of A-Za-z0-9._@-")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def account(self) -> str:
+        assert self.smsc_account is not None
+        return self.smsc_account
+
+    def require_credentials(self) -> None:
+        """Raise :class:`ConfigError` unless login + password or an API key is set."""
+        if self.smsc_apikey is not None and self.smsc_apikey.get_secret_value():
+            return
+        if self.smsc_login and self.smsc_password is not None and self.smsc_password.get_secret_value():
+            return
+        raise ConfigError("set SMSC_LOGIN and SMSC_PASSWORD, or SMSC_APIKEY (environment or .env)")
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        parts.append(f"{field.upper()}: {err.get('msg', 'invalid')}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once; a bad value raises :class:`ConfigError` (one line)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
