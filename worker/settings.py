@@ -15,6 +15,10 @@ Environment variables (the public contract):
 ``SMSC_CONCURRENCY``   cap on requests in flight per login, all workers together (default 14; < 15)
 ``SMSC_BATCH_SIZE``    recipients per ``send.php`` request (default: derived from the message)
 ``SMSC_NAMESPACE``     prefix of every Redis key (default ``smsc``)
+``SMSC_LEASE``         seconds a worker may hold a batch before the sweeper takes it back
+                       (default: 2 × SMSC_TIMEOUT + 15)
+``SMSC_WINDOW``        batches handed to workers at once, all workers together (default 32)
+``SMSC_BACKOFF``       seconds of the first account-wide back-off after error 4 (default 30)
 ``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
 ``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
 =====================  ==========================================================================
@@ -52,6 +56,11 @@ class Settings(BaseSettings):
     smsc_concurrency: int = Field(default=14, ge=1, le=14)
     smsc_batch_size: int | None = Field(default=None, ge=1, le=5000)
     smsc_namespace: str = Field(default="smsc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    smsc_lease: float | None = Field(default=None, gt=0, le=3600)
+    # 32 batches in the workers' hands: enough to keep 2 workers x 8 processes busy while the
+    # next batch is already in the broker, few enough that a lost message costs little.
+    smsc_window: int = Field(default=32, ge=1, le=10_000)
+    smsc_backoff: float = Field(default=30.0, gt=0, le=3600)
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
@@ -80,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
+
+    @property
+    def lease_s(self) -> float:
+        return self.smsc_lease or (2 * self.smsc_timeout + 15)
 
     @property
     def account(self) -> str:

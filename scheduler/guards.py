@@ -1,0 +1,135 @@
+"""The provider's rules, kept here for all workers together (design invariant 5).
+
+Each guard is one atomic step in Redis (a Lua script or a single ``SET NX``), never a check-then-act
+from Python:
+
+- :meth:`Guards.admit_phones` — the subscriber flood guard (≤ 50 messages in a < 60 s chain);
+- :meth:`Guards.claim_send_request` / :meth:`Guards.claim_cost_request` — request dedup (one identical
+  send per 60 s, five identical cost requests per 60 s);
+- :meth:`Guards.acquire_slot` / :meth:`Guards.release_slot` — the login semaphore (< 15 in flight);
+- :meth:`Guards.account_outcome` — what an answer means for the whole account (back-off, stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+from scheduler.keys import Keys
+from scheduler.scripts import Scripts
+
+__all__ = ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"]
+
+
+@dataclass(frozen=True)
+class FloodPolicy:
+    #: The provider's rule: 50 messages to one subscriber in an unbroken chain.
+    limit: int = 50
+    #: A chain breaks after a 60 s gap; the extra 2 s cover the request's travel to the provider, so
+    #: that the provider, which measures arrival times, never sees a shorter gap than we did.
+    gap_ms: int = 62_000
+
+
+@dataclass(frozen=True)
+class AccountPolicy:
+    #: First account-wide wait after error 4 (and after a streak of errors); doubles each time.
+    base_backoff_ms: int = 30_000
+    max_backoff_ms: int = 600_000
+    #: Ordinary failed requests in a row before the whole account backs off.
+    errors_before_backoff: int = 3
+    #: Errors in a row after which the account cools down — far below the provider's 100-in-a-row block.
+    stop_after: int = 20
+    cooldown_ms: int = 600_000
+
+
+@dataclass(frozen=True)
+class AccountVerdict:
+    state: str
+    backoff_until_ms: int
+    errors_in_a_row: int
+
+
+class Guards:
+    def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
+                 flood: FloodPolicy | None = None, account_policy: AccountPolicy | None = None) -> None:
+        self.r = client
+        self.keys = keys
+        self.scripts = scripts or Scripts(client)
+        self.flood = flood or FloodPolicy()
+        self.policy = account_policy or AccountPolicy()
+
+    # -- flood -----------------------------------------------------------------------------------
+    def admit_phones(self, account: str, phones: Sequence[str], now_ms: int) -> list[int]:
+        """Per phone: 0 if admitted now (and counted), else the time (ms) it may be sent from."""
+        if not phones:
+            return []
+        keys = [self.keys.flood(account, p.lstrip("+")) for p in phones]
+        out = self.scripts.flood(keys=keys, args=[now_ms, self.flood.limit, self.flood.gap_ms])
+        return [int(x) for x in out]
+
+    # -- request dedup ---------------------------------------------------------------------------
+    def claim_send_request(self, account: str, fingerprint: str, *, window_ms: int = 60_000) -> int:
+        """0 if this identical send request may leave now; else ms to wait until it may."""
+        key = self.keys.send_request(account, fingerprint)
+        if self.r.set(key, b"1", nx=True, px=window_ms):
+            return 0
+        ttl = int(self.r.pttl(key))
+        return max(ttl, 1)
+
+    def forget_send_request(self, account: str, fingerprint: str) -> None:
+        """The request was refused before the provider took it (connect error): it may go again."""
+        self.r.delete(self.keys.send_request(account, fingerprint))
+
+    def claim_cost_request(self, account: str, fingerprint: str, *, limit: int = 5,
+                           window_ms: int = 60_000) -> int:
+        """0 if one more identical cost request may leave now; else ms to wait."""
+        key = self.keys.cost_request(account, fingerprint)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(key, b"0", nx=True, px=window_ms)
+        pipe.incr(key)
+        pipe.pttl(key)
+        _, count, ttl = pipe.execute()
+        if int(count) <= limit:
+            return 0
+        return max(int(ttl), 1)
+
+    # -- login semaphore -------------------------------------------------------------------------
+    def acquire_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int) -> bool:
+        return bool(self.scripts.acquire(
+            keys=[self.keys.inflight(account), self.keys.account(account)],
+            args=[token, now_ms, now_ms + lease_ms, cap]))
+
+    def release_slot(self, account: str, token: str) -> None:
+        self.r.zrem(self.keys.inflight(account), token)
+
+    def slots_in_use(self, account: str, now_ms: int) -> int:
+        return int(self.r.zcount(self.keys.inflight(account), now_ms + 1, "+inf"))
+
+    # -- account ---------------------------------------------------------------------------------
+    def account_outcome(self, account: str, outcome: str, *, now_ms: int, reason: str = "",
+                        base_backoff_ms: int | None = None) -> AccountVerdict:
+        p = self.policy
+        state, until, streak = self.scripts.account(
+            keys=[self.keys.account(account)],
+            args=[outcome, now_ms, reason[:300], base_backoff_ms or p.base_backoff_ms, p.max_backoff_ms,
+                  p.stop_after, p.cooldown_ms, p.errors_before_backoff])
+        return AccountVerdict(_s(state), int(until), int(streak))
+
+    def account_state(self, account: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.keys.account(account))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def reset_account(self, account: str) -> None:
+        """An operator's resume: clear a stop, a cool-down and a back-off (a password must be proven
+        again by one request before the full concurrency returns)."""
+        key = self.keys.account(account)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(key, mapping={"state": "ok", "backoff_until": "0", "errors_in_a_row": "0", "level": "0"})
+        pipe.hdel(key, "reason")
+        pipe.execute()
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v

@@ -1,0 +1,29 @@
+-- flood.lua — the subscriber flood guard: at most `limit` messages to one number in a chain whose
+-- messages follow each other by less than `gap_ms`; admission is counted at once for all workers.
+-- KEYS[i]  flood STRING of phone i ("count:last_ms"), expiring gap_ms after the chain's last message
+-- ARGV[1]  now_ms
+-- ARGV[2]  limit (50: the provider's rule)
+-- ARGV[3]  gap_ms (60 s plus a safety margin for the request's travel time)
+-- Returns, per phone: 0 = admitted (counted), else the time (ms) from which it may be sent.
+local now, limit, gap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  local count, last = 0, 0
+  if v then
+    local c, l = string.match(v, '^(%d+):(%d+)$')
+    count, last = tonumber(c), tonumber(l)
+  end
+  if v and now - last < gap then
+    if count >= limit then
+      out[i] = last + gap
+    else
+      redis.call('SET', key, tostring(count + 1) .. ':' .. ARGV[1], 'PX', gap)
+      out[i] = 0
+    end
+  else
+    redis.call('SET', key, '1:' .. ARGV[1], 'PX', gap)
+    out[i] = 0
+  end
+end
+return out

@@ -1,0 +1,56 @@
+"""The Celery app: ``celery -A worker worker`` runs a worker, ``celery -A worker beat`` the clock.
+
+Only ids travel in task messages (a batch id such as ``3f9a0c21b7:12``); the truth is in Redis.
+Tasks are acknowledged late and rejected when their worker is lost, so a killed worker's batch is
+delivered again — the ledger's fencing makes that harmless (design invariant 1).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+
+from worker.settings import ConfigError, get_settings
+
+__all__ = ["app"]
+
+
+def _settings_or_exit():  # type: ignore[no-untyped-def]
+    try:
+        return get_settings()
+    except ConfigError as exc:
+        print(f"smsc-mailer: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_s = _settings_or_exit()
+
+app = Celery("smsc_mailer", include=["worker.tasks"])
+app.conf.update(
+    broker_url=_s.broker_url,
+    broker_connection_retry_on_startup=True,
+    # Every task is short (a batch takes < lease); the visibility timeout only matters for a message
+    # whose worker vanished, and must stay far above any task's run time (design: no long ETAs).
+    broker_transport_options={"visibility_timeout": 3600},
+    result_backend=None,
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    # Flower: task events on.
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    task_default_queue="smsc",
+    task_time_limit=int(_s.lease_s),
+    task_soft_time_limit=int(_s.lease_s) - 5,
+    worker_hijack_root_logger=True,
+    beat_schedule={
+        # The dispatcher's clock: moves due batches to the workers and takes back expired leases.
+        # Two beats by mistake are harmless: the claim is one atomic script.
+        "smsc-dispatch": {"task": "smsc.dispatch", "schedule": 1.0, "options": {"expires": 5}},
+    },
+    timezone="UTC",
+)

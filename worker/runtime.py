@@ -1,0 +1,78 @@
+"""One process's connections and helpers, built from the settings once per process (after fork)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+
+import redis
+
+from scheduler.campaigns import Campaigns
+from scheduler.guards import AccountPolicy, Guards
+from scheduler.keys import Keys
+from scheduler.ledger import Ledger
+from scheduler.scripts import Scripts
+from worker.settings import Settings, get_settings
+from worker.smsc.client import SmscClient
+
+__all__ = ["CampaignInfo", "Runtime", "get_runtime", "now_ms", "redis_client"]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    account: str
+    message: str
+    sender: str | None
+    parts: int
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_client(settings.redis_url)
+        self.keys = Keys(settings.smsc_namespace)
+        scripts = Scripts(self.redis)
+        self.ledger = Ledger(self.redis, self.keys, scripts=scripts)
+        self.guards = Guards(self.redis, self.keys, scripts=scripts,
+                             account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)))
+        self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
+        self._client: SmscClient | None = None
+
+    @property
+    def client(self) -> SmscClient:
+        if self._client is None:
+            s = self.settings
+            s.require_credentials()
+            self._client = SmscClient(base_url=s.smsc_base_url, login=s.smsc_login, password=s.smsc_password,
+                                      apikey=s.smsc_apikey, timeout_s=s.smsc_timeout, max_connections=4)
+        return self._client
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one Runtime per process; campaign texts never change
+    def campaign_info(self, cid: str) -> CampaignInfo:
+        f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts")
+        if f[0] is None:
+            raise LookupError(cid)
+        account, message, sender, parts = (x.decode() if x is not None else "" for x in f)
+        return CampaignInfo(account, message, sender or None, int(parts or 1))
+
+
+_runtime: tuple[int, Runtime] | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime; a forked child builds its own (sockets are not shared across fork)."""
+    global _runtime
+    pid = os.getpid()
+    if _runtime is None or _runtime[0] != pid:
+        _runtime = (pid, Runtime(get_settings()))
+    return _runtime[1]

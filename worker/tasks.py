@@ -1,0 +1,58 @@
+"""The tasks (names are the public interface, shown in Flower):
+
+- ``smsc.dispatch()`` — beat, every second: sweep expired leases, claim due batches, send them out.
+- ``smsc.send_batch(batch_id)`` — send one batch; then top the workers up with the next due ones.
+- ``smsc.enqueue(phones_file, message, sender=None, **plan)`` — enqueue a campaign from a file the
+  worker can read (for apps that do not import this package, and for beat schedules); the campaign
+  id is derived from the task id, so a redelivered message never makes a second campaign.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from worker.app import app
+from worker.runtime import get_runtime, now_ms
+from worker.sending import process_batch
+
+__all__ = ["dispatch", "enqueue", "send_batch"]
+
+log = logging.getLogger(__name__)
+
+
+def _feed(max_claim: int) -> int:
+    rt = get_runtime()
+    now = now_ms()
+    refs = rt.ledger.claim(now_ms=now, window=rt.settings.smsc_window,
+                           claim_lease_ms=int(rt.settings.lease_s * 1000) * 2, max_claim=max_claim)
+    for ref in refs:
+        send_batch.apply_async((ref,))
+    return len(refs)
+
+
+@app.task(name="smsc.dispatch", ignore_result=True)
+def dispatch() -> dict[str, int]:
+    rt = get_runtime()
+    swept = rt.ledger.sweep(now_ms())
+    claimed = _feed(rt.settings.smsc_window)
+    if swept or claimed:
+        log.info("dispatch: %d batches out, %d taken back from expired leases", claimed, swept)
+    return {"claimed": claimed, "swept": swept}
+
+
+@app.task(name="smsc.send_batch", ignore_result=True)
+def send_batch(batch_id: str) -> dict[str, Any]:
+    res = process_batch(get_runtime(), batch_id)
+    _feed(2)
+    return {"verdict": res.verdict, "sent": res.sent, "failed": res.failed, "held": res.held}
+
+
+@app.task(name="smsc.enqueue", bind=True, ignore_result=True)
+def enqueue(self: Any, phones_file: str, message: str, sender: str | None = None,
+            **plan: Any) -> dict[str, Any]:
+    from worker.api import enqueue_file
+
+    cid = "t" + (self.request.id or "").replace("-", "")[:20]
+    receipt = enqueue_file(phones_file, message, sender=sender, campaign_id=cid, **plan)
+    return receipt.as_dict()
