@@ -1,0 +1,154 @@
+"""The simulator's HTTP face, shared by the socket server and the in-process httpx transport.
+
+- :func:`parse_params`: a request's parameters as the provider reads them: query string and
+  url-encoded form merged (the body wins), decoded in the request's ``charset`` (``windows-1251`` when
+  absent, like the provider); ``/rest/send/`` takes a JSON object.
+- :func:`route`: API paths go to :meth:`Simulator.handle`; control paths under ``/_sim/``:
+
+  ======================  ========================================================================
+  ``GET /_sim/summary``   :meth:`Simulator.summary` (JSON object)
+  ``GET /_sim/record``    ``?offset=0&limit=1000`` (limit at most 100000): JSON list of
+                          ``{"ts_ms", "login", "id", "phone", "text", "parts", "flood"}``
+  ``GET /_sim/phones``    JSON object phone digits -> accepted messages
+  ``GET /_sim/config``    the config, secrets masked
+  ``POST /_sim/config``   JSON object, partial update (``{"error_rates": {"9": 0.2}}``); answers the config
+  ``POST /_sim/reset``    forget messages, counters, windows; ``{"ok": true}``
+  ``GET /_sim/health``    ``{"ok": true}``
+  ======================  ========================================================================
+
+- :class:`SimTransport`: ``httpx.BaseTransport`` calling :func:`route` in-process; a reset raises
+  ``httpx.ReadError``, an answer delayed past the request's read timeout sleeps that timeout and raises
+  ``httpx.ReadTimeout`` (what a socket transport would do).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from worker.smsc.simulator import SimResponse, Simulator
+
+__all__ = ["MAX_RECORD_PAGE", "SimTransport", "parse_params", "route"]
+
+MAX_RECORD_PAGE: Final = 100_000
+DEFAULT_CHARSET: Final = "windows-1251"  # the provider's default when ``charset`` is absent
+_JSON: Final = "application/json; charset=utf-8"
+
+
+def _codec(charset: str | None) -> str:
+    try:
+        return codecs.lookup(charset or DEFAULT_CHARSET).name
+    except LookupError:
+        return codecs.lookup(DEFAULT_CHARSET).name
+
+
+def _pairs(raw: bytes) -> list[tuple[str, str]]:
+    # latin-1 maps bytes 1:1, so the percent-decoded bytes survive until the charset is known.
+    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list):
+        return ",".join(_json_value(v) for v in value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parse_params(path: str, query: bytes, body: bytes, content_type: str) -> dict[str, str]:
+    """The request's parameters; raises ``ValueError`` for a body that cannot be read."""
+    if path == "/rest/send/" and body.strip():
+        data = json.loads(body.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the JSON body must be an object")
+        return {str(k): _json_value(v) for k, v in data.items() if v is not None}
+    pairs = _pairs(query)
+    if body and content_type.split(";")[0].strip().lower() in ("application/x-www-form-urlencoded", ""):
+        pairs += _pairs(body)
+    raw = dict(pairs)
+    codec = _codec(raw.get("charset"))
+    return {k.encode("latin-1").decode(codec, "replace"): v.encode("latin-1").decode(codec, "replace")
+            for k, v in raw.items()}
+
+
+def _json(status: int, data: Any) -> SimResponse:
+    return SimResponse(status, json.dumps(data, ensure_ascii=False), content_type=_JSON)
+
+
+def route(sim: Simulator, method: str, target: str, body: bytes = b"", *,
+          content_type: str = "", client_ip: str = "127.0.0.1") -> SimResponse:
+    """Answer one HTTP request (``target`` = path and query) from the API or the control endpoints."""
+    url = urlsplit(target)
+    path, query = url.path, url.query.encode("latin-1", "replace")
+    method = method.upper()
+    if path.startswith("/_sim/"):
+        return _control(sim, method, path, query, body)
+    if method not in ("GET", "POST"):
+        return SimResponse(405, "method not allowed")
+    try:
+        params = parse_params(path, query, body, content_type)
+    except (ValueError, UnicodeDecodeError):
+        return SimResponse(400, "bad request body")
+    return sim.handle(method, path, params, client_ip=client_ip)
+
+
+def _control(sim: Simulator, method: str, path: str, query: bytes, body: bytes) -> SimResponse:
+    args = dict(_pairs(query))
+    if method == "GET" and path == "/_sim/summary":
+        summary = sim.summary()
+        summary["errors_answered"] = {str(k): v for k, v in summary["errors_answered"].items()}
+        return _json(200, summary)
+    if method == "GET" and path == "/_sim/record":
+        try:
+            offset = max(int(args.get("offset", "0")), 0)
+            limit = min(max(int(args.get("limit", "1000")), 0), MAX_RECORD_PAGE)
+        except ValueError:
+            return _json(400, {"error": "offset and limit must be integers"})
+        return _json(200, sim.record(offset, limit))
+    if method == "GET" and path == "/_sim/phones":
+        return _json(200, sim.phones())
+    if method == "GET" and path == "/_sim/health":
+        return _json(200, {"ok": True})
+    if path == "/_sim/config" and method in ("GET", "POST"):
+        if method == "POST":
+            try:
+                changes = json.loads(body.decode("utf-8") or "{}")
+                if not isinstance(changes, Mapping):
+                    raise ValueError("the config update must be a JSON object")
+                sim.configure(changes)
+            except (ValueError, UnicodeDecodeError) as exc:
+                return _json(400, {"error": str(exc)})
+        return _json(200, sim.config.public())
+    if method == "POST" and path == "/_sim/reset":
+        sim.reset()
+        return _json(200, {"ok": True})
+    return _json(404, {"error": f"no control endpoint {method} {path}"})
+
+
+class SimTransport(httpx.BaseTransport):
+    """Serve an ``httpx.Client`` from a :class:`Simulator` in this process (unit tests; no sockets)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        target = request.url.raw_path.decode("ascii")
+        answer = route(self.sim, request.method, target, body,
+                       content_type=request.headers.get("content-type", ""))
+        if answer.reset:
+            raise httpx.ReadError("connection reset by the simulator", request=request)
+        if answer.delay_s > 0:
+            timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
+            read_timeout = timeouts.get("read")
+            if read_timeout is not None and answer.delay_s >= read_timeout:
+                self.sim.sleep(read_timeout)
+                raise httpx.ReadTimeout("the simulator answered too late", request=request)
+            self.sim.sleep(answer.delay_s)
+        return httpx.Response(answer.status, headers={"content-type": answer.content_type},
+                              content=answer.body.encode("utf-8"), request=request)

@@ -1,0 +1,311 @@
+"""The provider's rules as pure functions: parameter checks, the ``list`` syntax, and answer formats.
+
+Used by :mod:`worker.smsc.simulator`; no state, no clock, no I/O. Everything here follows
+``smsc-http-api.md``: the send answers for every ``fmt`` x ``cost`` (with the ``op=1`` details), the
+error answers with and without the message id, and the status/balance answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = [
+    "ERRORS_WITH_ID",
+    "ERROR_TEXT",
+    "MAX_ID",
+    "MAX_MES_CHARS",
+    "Line",
+    "Outcome",
+    "ParamError",
+    "SendAnswer",
+    "StatusAnswer",
+    "balance_body",
+    "error_body",
+    "json_id",
+    "money",
+    "normalize_phone",
+    "parse_lines",
+    "send_body",
+    "status_body",
+    "valid_id",
+    "valid_sender",
+    "valid_time",
+]
+
+MAX_MES_CHARS: Final = 1000
+MAX_ID: Final = 2_147_483_647
+# Errors whose answer echoes the message id (the others answer ``0,-N`` in fmt=1).
+ERRORS_WITH_ID: Final = frozenset({3, 6, 7, 8})
+# Descriptions as the provider words them in ``ERROR = N (description)`` and ``"error"``.
+ERROR_TEXT: Final[Mapping[int, str]] = {
+    1: "parameters error",
+    2: "authorise error",
+    3: "no money",
+    4: "IP blocked",
+    5: "invalid date format",
+    6: "message is denied",
+    7: "invalid number",
+    8: "cannot deliver",
+    9: "duplicate request, wait a minute",
+}
+
+_ID_STRING = re.compile(r"[A-Za-z0-9.\-_]{1,40}")
+_ID_INT = re.compile(r"[0-9]{1,10}")
+_SENDER_ALPHA = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
+_SENDER_DIGITS = re.compile(r"[0-9]{1,15}")
+_PHONE = re.compile(r"\+?[0-9]{10,15}")
+_PHONE_NOISE = str.maketrans("", "", " -()\t")
+_TIME_FORMS = (
+    re.compile(r"\d{10}"),  # DDMMYYhhmm
+    re.compile(r"\d{2}\.\d{2}\.\d{2} \d{1,2}:\d{2}"),  # DD.MM.YY hh:mm
+    re.compile(r"\d{1,2}-\d{1,2}"),  # h1-h2
+    re.compile(r"0\d+"),  # 0ts (and "0" = now)
+    re.compile(r"\+\d+"),  # +m
+)
+
+
+class ParamError(ValueError):
+    """Raised when a request breaks a parameter rule; ``code`` is the provider error to answer."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Line:
+    """One message of a send request: its recipients (as written) and its text (unescaped)."""
+
+    phones: tuple[str, ...]
+    text: str
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one number of a send request (the ``op=1`` detail)."""
+
+    phone: str  # digits only, as the provider echoes it (or the raw text when it is not a number)
+    cost: Decimal
+    status: int
+    error: int
+    mccmnc: str = "25001"
+
+
+@dataclass(frozen=True)
+class SendAnswer:
+    """A successful send.php answer: ``id`` is ``None`` for a cost-only request (``cost=1``)."""
+
+    id: str | None
+    cnt: int
+    cost: Decimal
+    balance: Decimal
+    phones: tuple[Outcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """The state of one (phone, id) pair; ``last_timestamp`` 0 when the message is unknown."""
+
+    phone: str
+    id: str
+    status: int
+    err: int
+    last_timestamp: int
+    last_date: str
+    flag: int = 0
+
+
+# -- parameter rules ---------------------------------------------------------------------------------
+
+
+def normalize_phone(raw: str) -> str | None:
+    """Digits of a valid international number (spaces, ``-``, ``()`` dropped), or ``None``."""
+    cleaned = raw.translate(_PHONE_NOISE)
+    if not _PHONE.fullmatch(cleaned):
+        return None
+    return cleaned.lstrip("+")
+
+
+def valid_id(value: str) -> bool:
+    """An integer 1..2147483647, or at most 40 characters of ``A-Za-z0-9.-_``."""
+    if _ID_INT.fullmatch(value):
+        return 1 <= int(value) <= MAX_ID
+    return _ID_STRING.fullmatch(value) is not None and not value.isdigit()
+
+
+def valid_sender(name: str) -> bool:
+    """At most 11 Latin letters/digits/spaces (and ``.-_&``) with one non-space, or at most 15 digits."""
+    if _SENDER_DIGITS.fullmatch(name):
+        return True
+    return _SENDER_ALPHA.fullmatch(name) is not None and bool(name.strip())
+
+
+def valid_time(value: str) -> bool:
+    """One of the documented ``time`` forms (the simulator sends at once whatever the form)."""
+    return any(form.fullmatch(value.strip()) for form in _TIME_FORMS)
+
+
+def _split_phones(field: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in re.split(r"[,;]", field) if p.strip())
+
+
+def parse_lines(params: Mapping[str, str]) -> list[Line]:
+    """The messages of a request: ``phones`` + ``mes``, or the ``list`` lines (``[sender,tz|]phones:mes``).
+
+    Raises :class:`ParamError` (error 1) when neither form is complete, a line has no ``:``, or a text is
+    empty or longer than 1000 characters.
+    """
+    raw_list = params.get("list")
+    lines: list[Line] = []
+    if raw_list is not None and raw_list.strip():
+        raw_newlines = params.get("nl") == "1"
+        for raw in raw_list.replace("\r\n", "\n").split("\n"):
+            if not raw.strip():
+                continue
+            head, sep, text = raw.partition(":")
+            if not sep:
+                raise ParamError(1, "list line without ':'")
+            sender: str | None = None
+            if "|" in head:
+                prefix, _, head = head.partition("|")
+                sender = prefix.split(",", 1)[0].strip() or None
+            if not raw_newlines:
+                text = text.replace("\\n", "\n")
+            lines.append(Line(_split_phones(head), text, sender))
+        if not lines:
+            raise ParamError(1, "empty list")
+    else:
+        phones, mes = params.get("phones", ""), params.get("mes")
+        if not phones.strip() or mes is None:
+            raise ParamError(1, "phones and mes, or list, are required")
+        lines.append(Line(_split_phones(phones), mes))
+    for line in lines:
+        if not line.phones:
+            raise ParamError(1, "a message without phones")
+        if not line.text.strip():
+            raise ParamError(1, "empty message")
+        if len(line.text) > MAX_MES_CHARS:
+            raise ParamError(1, "message longer than 1000 characters")
+    return lines
+
+
+# -- answer formats ----------------------------------------------------------------------------------
+
+
+def money(value: Decimal) -> str:
+    """Amounts as the provider writes them: two decimals (``4.50``)."""
+    return f"{value.quantize(Decimal('0.01')):f}"
+
+
+def json_id(value: str) -> int | str:
+    """An id in JSON: a number when it is one (``"id": 123``), else a string."""
+    return int(value) if _ID_INT.fullmatch(value) and int(value) <= MAX_ID else value
+
+
+def error_body(code: int, fmt: int, message_id: str | None) -> str:
+    """The error answer of ``smsc-http-api.md`` for ``fmt``: errors 3, 6, 7, 8 carry the id."""
+    text = ERROR_TEXT.get(code, "error")
+    mid = message_id if code in ERRORS_WITH_ID and message_id is not None else None
+    if fmt == 1:
+        return f"{mid if mid is not None else 0},-{code}"
+    if fmt == 2:
+        tail = f"<id>{escape(mid)}</id>" if mid is not None else ""
+        return f"<result><error>{escape(text)}</error><error_code>{code}</error_code>{tail}</result>"
+    if fmt == 3:
+        obj: dict[str, object] = {"error": text, "error_code": code}
+        if mid is not None:
+            obj["id"] = json_id(mid)
+        return json.dumps(obj, ensure_ascii=False)
+    return f"ERROR = {code} ({text})" + (f", ID - {mid}" if mid is not None else "")
+
+
+def send_body(answer: SendAnswer, *, fmt: int, cost_mode: int, op: bool) -> str:
+    """The successful send.php answer for ``fmt`` 0-3 and ``cost`` 0-3, with ``op=1`` details."""
+    cnt, cost, bal = answer.cnt, money(answer.cost), money(answer.balance)
+    mid = answer.id if answer.id is not None else "0"
+    fields: list[tuple[str, str]]  # (name, text) in the documented order
+    if cost_mode == 1:
+        fields = [("cost", cost), ("cnt", str(cnt))]
+    else:
+        fields = [("id", mid), ("cnt", str(cnt))]
+        if cost_mode >= 2:
+            fields.append(("cost", cost))
+        if cost_mode == 3:
+            fields.append(("balance", bal))
+    details = answer.phones if op else ()
+    if fmt == 3:
+        obj: dict[str, object] = {}
+        for name, value in fields:
+            obj[name] = {"id": json_id(mid), "cnt": cnt}.get(name, value)
+        if details:
+            obj["phones"] = [
+                {"phone": o.phone, "mccmnc": o.mccmnc, "cost": money(o.cost), "status": str(o.status),
+                 "error": str(o.error)}
+                for o in details
+            ]
+        return json.dumps(obj, ensure_ascii=False)
+    if fmt == 2:
+        inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields)
+        if details:
+            inner += "<phones>" + "".join(
+                f"<phone mccmnc={quoteattr(o.mccmnc)} cost={quoteattr(money(o.cost))} "
+                f"status={quoteattr(str(o.status))} error={quoteattr(str(o.error))}>{escape(o.phone)}</phone>"
+                for o in details
+            ) + "</phones>"
+        return f"<result>{inner}</result>"
+    if fmt == 1:
+        head = ",".join(value for _, value in fields)
+    elif cost_mode == 1:
+        head = f"{cost} ({cnt} SMS)"
+    else:
+        head = f"OK - {cnt} SMS, ID - {mid}"
+        if cost_mode >= 2:
+            head += f", COST - {cost}"
+        if cost_mode == 3:
+            head += f", BALANCE - {bal}"
+    tail = "".join(f"\n{o.phone},{o.mccmnc},{money(o.cost)},{o.status},{o.error}" for o in details)
+    return head + tail
+
+
+def status_body(answers: Sequence[StatusAnswer], *, fmt: int) -> str:
+    """status.php: one object for one pair, a JSON list for several (fmt=3); lines for fmt 0/1."""
+    if fmt == 3:
+        if len(answers) == 1:
+            a = answers[0]
+            return json.dumps({"status": a.status, "last_date": a.last_date,
+                               "last_timestamp": a.last_timestamp, "flag": a.flag, "err": a.err})
+        return json.dumps([
+            {"phone": a.phone, "id": json_id(a.id), "status": a.status, "last_timestamp": a.last_timestamp,
+             "last_date": a.last_date, "flag": a.flag, "err": a.err}
+            for a in answers
+        ])
+    if fmt == 2:
+        items = "".join(
+            f"<result><status>{a.status}</status><last_date>{a.last_date}</last_date>"
+            f"<last_timestamp>{a.last_timestamp}</last_timestamp><flag>{a.flag}</flag><err>{a.err}</err>"
+            "</result>"
+            for a in answers
+        )
+        return items if len(answers) == 1 else f"<list>{items}</list>"
+    if fmt == 1:
+        return "\n".join(f"{a.status},{a.last_timestamp},{a.err}" for a in answers)
+    return "\n".join(f"Status = {a.status}, check_time = {a.last_date}" for a in answers)
+
+
+def balance_body(balance: Decimal, *, fmt: int, currency: bool) -> str:
+    """balance.php: ``{"balance": "<amount>"}`` for fmt=3 (plus ``currency`` when asked)."""
+    amount = money(balance)
+    if fmt == 3:
+        obj = {"balance": amount, **({"currency": "RUR"} if currency else {})}
+        return json.dumps(obj)
+    if fmt == 2:
+        cur = "<currency>RUR</currency>" if currency else ""
+        return f"<result><balance>{amount}</balance>{cur}</result>"
+    return f"{amount},RUR" if currency else amount

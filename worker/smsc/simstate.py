@@ -1,0 +1,240 @@
+"""The simulator's memory: the compact record of accepted messages and the provider's one-minute windows.
+
+Neither class locks: :class:`worker.smsc.simulator.Simulator` calls them under its lock.
+
+Sizes, for a million messages: the record is columnar (``array`` columns, about 30 bytes a message,
+texts interned once), a phone is the integer ``int("1" + digits)`` (the leading 1 keeps leading zeros),
+and one dict entry per distinct phone packs into one int its message count, its flood chain (last
+message ms and length) and its first text, so ``duplicates``, ``/_sim/phones`` and the flood rule need
+no second index (measured: ~150 MB for a million messages to a million phones with one text). The
+request windows are pruned once a minute (of the injected clock), so they only hold the last minute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+from worker.smsc.simrules import normalize_phone
+
+__all__ = ["FLOOD_CHAIN_MAX", "WINDOW_MS", "Ledger", "Windows"]
+
+WINDOW_MS: Final = 60_000  # every rule of the provider counts "within a minute"
+FLOOD_CHAIN_MAX: Final = 50  # the 51st message of a chain with gaps < 60 s is not delivered
+MAX_IDENTICAL_COST: Final = 5  # more than five identical cost requests a minute: error 9
+MAX_STATUS_PER_MESSAGE: Final = 5  # more than five status requests for one message a minute: error 9
+# The per-phone value, one int: count << 96 | last_ms << 48 | chain length << 32 | first text index.
+_TEXT_MASK: Final = (1 << 32) - 1
+_CHAIN_SHIFT: Final = 32
+_CHAIN_MASK: Final = (1 << 16) - 1
+_LAST_SHIFT: Final = 48
+_LAST_MASK: Final = (1 << 48) - 1
+_COUNT_SHIFT: Final = 96
+
+
+class _Segmented(Protocol):
+    @property
+    def parts(self) -> int: ...
+
+
+def phone_code(digits: str) -> int:
+    """A phone's digits as one int (``"1" + digits``, so that leading zeros survive)."""
+    return int("1" + digits)
+
+
+def phone_digits(code: int) -> str:
+    return str(code)[1:]
+
+
+class Ledger:
+    """Every accepted message (ts_ms, login, id, phone, text, parts, flood flag), stored by column."""
+
+    def __init__(self) -> None:
+        self._ts = array("q")
+        self._login = array("I")
+        self._request = array("I")
+        self._phone = array("q")
+        self._text = array("I")
+        self._parts = array("H")
+        self._flood = bytearray()
+        self._logins: list[str] = []
+        self._login_index: dict[str, int] = {}
+        self._texts: list[str] = []
+        self._text_index: dict[str, int] = {}
+        self._text_parts = array("H")
+        self._request_ids: list[str] = []
+        self._request_start = array("Q")
+        self._by_id: dict[str, list[int]] = {}
+        self._per_phone: dict[int, int] = {}  # phone -> packed count, chain, first text
+        self._more_texts: dict[int, set[int]] = {}  # phones that got more than one distinct text
+        self.unique = 0
+        self.flagged = 0
+
+    @property
+    def messages(self) -> int:
+        return len(self._ts)
+
+    def parts_of(self, text: str, count: Callable[[str], _Segmented]) -> int:
+        """SMS parts of ``text`` (cached for texts already recorded)."""
+        index = self._text_index.get(text)
+        if index is not None:
+            return self._text_parts[index]
+        return count(text).parts
+
+    def _intern_text(self, text: str, parts: int) -> int:
+        index = self._text_index.get(text)
+        if index is None:
+            index = len(self._texts)
+            self._texts.append(text)
+            self._text_index[text] = index
+            self._text_parts.append(min(parts, 0xFFFF))
+        return index
+
+    def add_request(self, now_ms: int, login: str, message_id: str,
+                    accepted: Sequence[tuple[str, str, int]]) -> int:
+        """Record one accepted request's messages ``(digits, text, parts)``; return the flood breaches."""
+        login_no = self._login_index.setdefault(login, len(self._logins))
+        if login_no == len(self._logins):
+            self._logins.append(login)
+        request_no = len(self._request_ids)
+        self._request_ids.append(message_id)
+        self._request_start.append(len(self._ts))
+        self._by_id.setdefault(message_id, []).append(request_no)
+        floods = 0
+        for digits, text, parts in accepted:
+            code = phone_code(digits)
+            text_no = self._intern_text(text, parts)
+            flood = self._count_phone(code, text_no, now_ms)
+            floods += flood
+            self._ts.append(now_ms)
+            self._login.append(login_no)
+            self._request.append(request_no)
+            self._phone.append(code)
+            self._text.append(text_no)
+            self._parts.append(min(parts, 0xFFFF))
+            self._flood.append(flood)
+        self.flagged += floods
+        return floods
+
+    def _count_phone(self, code: int, text_no: int, now_ms: int) -> int:
+        """Count a message to ``code``: its chain (a gap of 60 s or more starts a new one) and whether
+        (phone, text) is new. Returns 1 if the message is past the flood limit."""
+        value = self._per_phone.get(code)
+        if value is None:
+            self._per_phone[code] = (1 << _COUNT_SHIFT) | (now_ms << _LAST_SHIFT) | (1 << _CHAIN_SHIFT) | text_no
+            self.unique += 1
+            return 0
+        count, first_text = value >> _COUNT_SHIFT, value & _TEXT_MASK
+        last_ms, chain = (value >> _LAST_SHIFT) & _LAST_MASK, (value >> _CHAIN_SHIFT) & _CHAIN_MASK
+        chain = min(chain + 1, _CHAIN_MASK) if now_ms - last_ms < WINDOW_MS else 1
+        self._per_phone[code] = (((count + 1) << _COUNT_SHIFT) | ((now_ms & _LAST_MASK) << _LAST_SHIFT)
+                                 | (chain << _CHAIN_SHIFT) | first_text)
+        if first_text != text_no:
+            more = self._more_texts.setdefault(code, set())
+            if text_no not in more:
+                more.add(text_no)
+                self.unique += 1
+        return 1 if chain > FLOOD_CHAIN_MAX else 0
+
+    def find(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, bool] | None]:
+        """For each (phone, id): ``(ts_ms, flood)`` of the latest matching message, or ``None``."""
+        indexes: dict[int, dict[int, int]] = {}  # request -> phone code -> message index
+        out: list[tuple[int, bool] | None] = []
+        for phone, message_id in pairs:
+            digits = normalize_phone(phone)
+            hit: tuple[int, bool] | None = None
+            if digits is not None:
+                code = phone_code(digits)
+                for request_no in reversed(self._by_id.get(message_id, ())):
+                    index = indexes.get(request_no)
+                    if index is None:
+                        index = indexes[request_no] = self._request_index(request_no)
+                    position = index.get(code)
+                    if position is not None:
+                        hit = (self._ts[position], bool(self._flood[position]))
+                        break
+            out.append(hit)
+        return out
+
+    def _request_index(self, request_no: int) -> dict[int, int]:
+        start = self._request_start[request_no]
+        end = (self._request_start[request_no + 1] if request_no + 1 < len(self._request_start)
+               else len(self._ts))
+        return {self._phone[i]: i for i in range(start, end)}
+
+    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        end = min(len(self._ts), max(offset, 0) + max(limit, 0))
+        return [
+            {
+                "ts_ms": self._ts[i],
+                "login": self._logins[self._login[i]],
+                "id": self._request_ids[self._request[i]],
+                "phone": phone_digits(self._phone[i]),
+                "text": self._texts[self._text[i]],
+                "parts": self._parts[i],
+                "flood": bool(self._flood[i]),
+            }
+            for i in range(max(offset, 0), end)
+        ]
+
+    def phone_counts(self) -> dict[str, int]:
+        return {phone_digits(code): value >> _COUNT_SHIFT for code, value in self._per_phone.items()}
+
+
+class Windows:
+    """The one-minute memories of the anti-abuse rules (identical send/cost, status requests)."""
+
+    def __init__(self) -> None:
+        self._sends: dict[bytes, int] = {}  # fingerprint -> ms of the last accepted identical send
+        self._costs: dict[bytes, deque[int]] = {}  # fingerprint -> ms of the answered cost requests
+        self._status_pairs: dict[tuple[str, str], deque[int]] = {}
+        self._status_mass: dict[bytes, int] = {}
+        self._last_prune_ms = 0
+
+    def admit_send(self, fingerprint: bytes, now_ms: int) -> bool:
+        """False when an identical send was accepted less than a minute ago."""
+        self._prune(now_ms)
+        last = self._sends.get(fingerprint)
+        return last is None or now_ms - last >= WINDOW_MS
+
+    def remember_send(self, fingerprint: bytes, now_ms: int) -> None:
+        self._sends[fingerprint] = now_ms
+
+    def admit_cost(self, fingerprint: bytes, now_ms: int) -> bool:
+        """False for a sixth identical cost request within a minute (refused ones are not counted)."""
+        self._prune(now_ms)
+        return _admit(self._costs.setdefault(fingerprint, deque()), now_ms, MAX_IDENTICAL_COST)
+
+    def admit_status(self, pairs: Sequence[tuple[str, str]], now_ms: int) -> bool:
+        """One pair: at most five requests a minute; several: the same lists at most once a minute."""
+        self._prune(now_ms)
+        if len(pairs) == 1:
+            return _admit(self._status_pairs.setdefault(pairs[0], deque()), now_ms, MAX_STATUS_PER_MESSAGE)
+        key = hashlib.sha1(repr(list(pairs)).encode(), usedforsecurity=False).digest()
+        last = self._status_mass.get(key)
+        if last is not None and now_ms - last < WINDOW_MS:
+            return False
+        self._status_mass[key] = now_ms
+        return True
+
+    def _prune(self, now_ms: int) -> None:
+        if now_ms - self._last_prune_ms < WINDOW_MS:
+            return
+        self._last_prune_ms = now_ms
+        horizon = now_ms - WINDOW_MS
+        self._sends = {k: t for k, t in self._sends.items() if t > horizon}
+        self._status_mass = {k: t for k, t in self._status_mass.items() if t > horizon}
+        self._costs = {k: t for k, t in self._costs.items() if t and t[-1] > horizon}
+        self._status_pairs = {k: t for k, t in self._status_pairs.items() if t and t[-1] > horizon}
+
+
+def _admit(times: deque[int], now_ms: int, limit: int) -> bool:
+    while times and times[0] <= now_ms - WINDOW_MS:
+        times.popleft()
+    if len(times) >= limit:
+        return False
+    times.append(now_ms)
+    return True
