@@ -182,7 +182,8 @@ class Campaigns:
         groups = spreading.group_count(plan.period_h, plan.freq_min) if plan.period_h and plan.freq_min else 1
         groups = max(1, min(groups, st.total))
         default_off = plan.utc_offset_min
-        simple = groups == 1 and not plan.recipient_time
+        by_recipient = plan.recipient_time and plan.window is not None  # a zone changes nothing without a window
+        simple = groups == 1 and not by_recipient
         out: list[tuple[str, int]] = []
         if simple:
             due = spreading.due_ms_for_group(0, plan, default_off)
@@ -194,7 +195,7 @@ class Campaigns:
             size = min(st.batch_size, st.total - start)
             g_first = spreading.group_of(start, st.total, groups)
             g_last = spreading.group_of(start + size - 1, st.total, groups)
-            if g_first == g_last and not plan.recipient_time:
+            if g_first == g_last and not by_recipient:
                 ref = batch_ref(st.cid, n)
                 due = spreading.due_ms_for_group(g_first, plan, default_off)
                 pipe.hset(self.keys.batch(ref), "due", due)
@@ -205,7 +206,7 @@ class Campaigns:
             for i, phone in enumerate(phones):
                 g = spreading.group_of(start + i, st.total, groups)
                 off = default_off
-                if plan.recipient_time:
+                if by_recipient:
                     off = spreading.recipient_utc_offset_min(phone, at_ms=plan.start_ms, default_min=default_off)
                 pieces.setdefault((g, off), []).append(phone)
             for j, ((g, off), members) in enumerate(sorted(pieces.items())):
