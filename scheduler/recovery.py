@@ -10,7 +10,10 @@ out again. Old executions are fenced off (their token is wiped), and the settlem
 request sent before the restart is surely over (``settle_after_ms``).
 
 The check is one round trip (``INFO server`` + ``HGET``) and runs at every batch start and dispatch
-tick; the marking runs once per restart, under a lock, and is idempotent if interrupted.
+tick; the marking runs once per restart, under a lock, and is idempotent if interrupted. A new
+namespace records its server at its first dispatch tick or first campaign commit (``HSETNX``), so the
+campaigns of a fresh start are not settled needlessly; should that write be lost in a crash, so is
+everything after it, and the next server's run_id differs anyway.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ def ensure_recovered(client: redis.Redis, keys: Keys, *, now_ms: int, settle_aft
     pipe.hget(keys.meta, "run_id")
     info, known = pipe.execute()
     run_id = str(info["run_id"])
-    if known is not None and (known.decode() if isinstance(known, bytes) else known) == run_id:
+    if _text(known) == run_id:
         return True
     lock = keys.meta + ":recovering"
     if not client.set(lock, run_id, nx=True, px=120_000):
         return False
     try:
+        # Another process may have finished the recovery between our read and our lock: once per restart.
+        if _text(client.hget(keys.meta, "run_id")) == run_id:
+            return True
         ledger = ledger or Ledger(client, keys)
         campaigns = campaigns or Campaigns(client, keys)
         unfinished = campaigns.unfinished()
@@ -55,3 +61,7 @@ def ensure_recovered(client: redis.Redis, keys: Keys, *, now_ms: int, settle_aft
         return True
     finally:
         client.delete(lock)
+
+
+def _text(v: bytes | str | None) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v

@@ -28,6 +28,9 @@ if state == 'done' then
   return {'done'}
 end
 if state == 'parked' or state == 'planned' then return {'busy'} end
+-- A stale or repeated message for a batch that was put back for later: not before its due time.
+local due_score = redis.call('ZSCORE', KEYS[3], ref)
+if due_score and tonumber(due_score) > now then return {'deferred', due_score} end
 local lease = tonumber(redis.call('ZSCORE', KEYS[2], ref) or '0')
 if b[2] and b[2] ~= '' and lease > now then return {'busy'} end
 local settle = b[4] or ''
@@ -36,8 +39,13 @@ if state == 'sending' then
   -- settle through status.php, but only once that request is surely over.
   settle = '1'
   redis.call('HSET', KEYS[1], 'settle', '1', 'state', 'queued', 'owner', '')
+end
+if settle == '1' then
+  -- Also for a batch marked by recovery (state 'queued'): a stray or redelivered message must not
+  -- settle it before the request sent before the restart is surely over.
   local after = tonumber(b[6] or '0')
   if after > now then
+    redis.call('HSET', KEYS[1], 'owner', '')
     redis.call('ZREM', KEYS[2], ref)
     redis.call('ZADD', KEYS[3], after, ref)
     return {'deferred', b[6]}

@@ -1,7 +1,7 @@
 -- flood.lua — the subscriber flood guard: at most `limit` messages to one number in a chain whose
 -- messages follow each other by less than `gap_ms`; admission is counted at once for all workers.
 -- KEYS[i]  flood STRING of phone i ("count:last_ms"), expiring gap_ms after the chain's last message
--- ARGV[1]  now_ms
+-- ARGV[1]  now_ms (workers' clocks may differ a little: a chain's last_ms is the latest seen)
 -- ARGV[2]  limit (50: the provider's rule)
 -- ARGV[3]  gap_ms (60 s plus a safety margin for the request's travel time)
 -- Returns, per phone: 0 = admitted (counted), else the time (ms) from which it may be sent.
@@ -18,7 +18,10 @@ for i, key in ipairs(KEYS) do
     if count >= limit then
       out[i] = last + gap
     else
-      redis.call('SET', key, tostring(count + 1) .. ':' .. ARGV[1], 'PX', gap)
+      -- The chain's last message never moves back: another worker's clock may run behind ours.
+      local newest = math.max(last, now)
+      redis.call('SET', key, tostring(count + 1) .. ':' .. string.format('%d', newest), 'PX',
+                 string.format('%d', newest + gap - now))
       out[i] = 0
     end
   else

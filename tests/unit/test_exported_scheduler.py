@@ -1,0 +1,57 @@
+"""The public surface of the scheduler's Redis side is pinned: a change to it is a deliberate one.
+
+(``scheduler.intake`` and ``scheduler.spreading`` are pinned in their own test modules.)
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from types import ModuleType
+
+import pytest
+
+from scheduler import campaigns, guards, keys, ledger, recovery, scripts
+
+EXPORTED = {
+    keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref"],
+    scripts: ["SCRIPT_NAMES", "Scripts", "source"],
+    guards: ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"],
+    ledger: ["Begin", "Ledger", "Outcome"],
+    campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
+    recovery: ["ensure_recovered"],
+}
+
+
+@pytest.mark.parametrize("module", list(EXPORTED), ids=lambda m: m.__name__)
+def test_all_is_pinned(module: ModuleType) -> None:
+    assert sorted(module.__all__) == sorted(EXPORTED[module])
+
+
+@pytest.mark.parametrize("module", list(EXPORTED), ids=lambda m: m.__name__)
+def test_every_exported_name_exists(module: ModuleType) -> None:
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("module", list(EXPORTED), ids=lambda m: m.__name__)
+def test_every_public_class_and_function_defined_in_the_module_is_exported(module: ModuleType) -> None:
+    defined_here = {
+        name
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == module.__name__
+    }
+    assert defined_here - set(module.__all__) == set()
+
+
+def test_every_script_ships_as_package_data_and_opens_with_its_contract() -> None:
+    folder = resources.files("scheduler") / "lua"
+    shipped = {f.name.removesuffix(".lua") for f in folder.iterdir() if f.name.endswith(".lua")}
+    assert shipped - {"_lib"} == set(scripts.SCRIPT_NAMES)
+    for name in scripts.SCRIPT_NAMES:
+        own = (folder / f"{name}.lua").read_text(encoding="utf-8")
+        assert own.startswith(f"-- {name}.lua"), f"{name}.lua does not open with its contract"
+        assert "-- Returns" in own, f"{name}.lua does not state what it returns"
+        assert scripts.source(name).endswith(own), f"{name}: the helpers come first, then the script"
