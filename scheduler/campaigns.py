@@ -224,7 +224,12 @@ class Campaigns:
 
     def _commit(self, spec: CampaignSpec, st: _Intake, refs_due: list[tuple[str, int]], now_ms: int) -> None:
         k = self.keys
+        # A namespace's first campaign records the Redis server it starts on (unless a recovery or an
+        # earlier commit already did): its batches need no settling before their first send, while any
+        # later restart still makes the run_id differ (see scheduler.recovery).
+        run_id = str(self.r.info("server")["run_id"])
         pipe = self.r.pipeline(transaction=True)
+        pipe.hsetnx(k.meta, "run_id", run_id)
         for i in range(0, len(refs_due), 1000):
             pipe.zadd(k.due, dict(refs_due[i:i + 1000]))
         pipe.hset(k.campaign(st.cid), mapping={

@@ -5,13 +5,16 @@ from Python:
 
 - :meth:`Guards.admit_phones` — the subscriber flood guard (≤ 50 messages in a < 60 s chain);
 - :meth:`Guards.claim_send_request` / :meth:`Guards.claim_cost_request` — request dedup (one identical
-  send per 60 s, five identical cost requests per 60 s);
-- :meth:`Guards.acquire_slot` / :meth:`Guards.release_slot` — the login semaphore (< 15 in flight);
+  send per 60 s, five identical cost requests per 60 s); :meth:`Guards.claim_status_request` — the same
+  for status.php (one identical mass request, five for one message, per 60 s);
+- :meth:`Guards.try_slot` / :meth:`Guards.release_slot` — the login semaphore (< 15 in flight), closed
+  while the account is stopped or backing off;
 - :meth:`Guards.account_outcome` — what an answer means for the whole account (back-off, stop).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -95,11 +98,38 @@ class Guards:
             return 0
         return max(int(ttl), 1)
 
+    def claim_status_request(self, account: str, pairs: Sequence[tuple[str, str]], *,
+                             window_ms: int = 60_000) -> int:
+        """0 if this status.php request (``(phone, id)`` pairs) may leave now; else ms to wait.
+
+        The provider answers error 9 to more than five status requests for one message, or to the
+        same mass request more than once, within a minute: a batch settled twice in a row (a retry
+        refused again, a lost lease) must wait, not ask again.
+        """
+        digest = hashlib.sha256("\n".join(f"{p},{i}" for p, i in pairs).encode()).hexdigest()
+        key = self.keys.status_request(account, digest)
+        limit = 5 if len(pairs) == 1 else 1
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(key, b"0", nx=True, px=window_ms)
+        pipe.incr(key)
+        pipe.pttl(key)
+        _, count, ttl = pipe.execute()
+        if int(count) <= limit:
+            return 0
+        return max(int(ttl), 1)
+
     # -- login semaphore -------------------------------------------------------------------------
     def acquire_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int) -> bool:
-        return bool(self.scripts.acquire(
+        """True when the slot is taken (see :meth:`try_slot` for why it was not)."""
+        return self.try_slot(account, token, now_ms=now_ms, lease_ms=lease_ms, cap=cap) == "taken"
+
+    def try_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int) -> str:
+        """``"taken"``; ``"busy"`` when the login is at its cap (wait a moment); ``"closed"`` when the
+        account must not send now (stopped, or backing off): give the batch back without a request."""
+        res = int(self.scripts.acquire(
             keys=[self.keys.inflight(account), self.keys.account(account)],
             args=[token, now_ms, now_ms + lease_ms, cap]))
+        return "taken" if res == 1 else "busy" if res == 0 else "closed"
 
     def release_slot(self, account: str, token: str) -> None:
         self.r.zrem(self.keys.inflight(account), token)

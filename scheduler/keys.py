@@ -14,7 +14,9 @@ key                             type    TTL    written by                       
                                                score = lease deadline (ms)         leases), begin
 ``{ns}:campaigns``              ZSET    -      intake commit; score = created ms   status listing
 ``{ns}:meta``                   HASH    -      recovery (``run_id`` of the Redis   recovery check
-                                               server whose batches were settled)
+                                               server whose batches were settled);
+                                               intake commit (HSETNX: the server
+                                               a new namespace starts on)
 ``{ns}:c:<cid>``                HASH    -      intake, ledger scripts, controls    status, begin
                                                (state, counters, message, plan)
 ``{ns}:c:<cid>:seen``           SET     1 d    intake (dedup keys), deleted at     intake
@@ -31,6 +33,8 @@ key                             type    TTL    written by                       
 ``{ns}:a:<acct>:f:<phone>``     STRING  ≥60 s  flood guard ("count:last_ms")       flood guard
 ``{ns}:a:<acct>:r:<sha256>``    STRING  60 s   request dedup (send)                request dedup
 ``{ns}:a:<acct>:q:<sha256>``    STRING  60 s   request dedup (cost: a counter)     request dedup
+``{ns}:a:<acct>:s:<sha256>``    STRING  60 s   status dedup (status.php: a         status dedup
+                                               counter of identical requests)
 ==============================  ======  =====  ==================================  ===================
 
 No key or value holds a password or API key.
@@ -97,3 +101,6 @@ class Keys:
 
     def cost_request(self, acct: str, fingerprint: str) -> str:
         return f"{self.prefix}a:{acct}:q:{fingerprint}"
+
+    def status_request(self, acct: str, fingerprint: str) -> str:
+        return f"{self.prefix}a:{acct}:s:{fingerprint}"

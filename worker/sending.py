@@ -83,27 +83,31 @@ def process_batch(rt: Runtime, ref: str) -> BatchResult:
     req_id = request_id(ref)
     phones = list(b.phones)
     out = Outcome()
-    if b.settle:
-        phones = _settle(rt, ref, token, info, req_id, phones, out)
-        if phones is None:  # status.php failed: the batch went back, still to be settled
-            return BatchResult(ref, "settle-later")
-        out.settle = "0"
-        if phones and _stopped(rt, cid):
-            out.remaining, out.due_at_ms = phones, now_ms()
-        if not phones or out.remaining:
-            _record(rt, ref, token, out)
-            _log_done(ref, "settled", out, 0, started)
-            return BatchResult(ref, "settled", sent=out.sent)
     if not phones:
         _record(rt, ref, token, out)
         return BatchResult(ref, "empty")
 
     account = info.account
-    if not _acquire_slot(rt, account, token, timeout_ms):
+    # Every request of the login holds a slot, status.php included: the provider counts them all, and
+    # an account not yet proven (cap 1) or stopped must not send even a status request more.
+    slot = _acquire_slot(rt, account, token, timeout_ms)
+    if slot != "taken":
         out.remaining, out.due_at_ms = phones, now_ms() + 200
         _record(rt, ref, token, out)
-        return BatchResult(ref, "no-slot")
+        return BatchResult(ref, "no-slot" if slot == "busy" else "account-closed")
     try:
+        if b.settle:
+            settled = _settle(rt, ref, token, info, req_id, phones, out)
+            if settled is None:  # status.php could not answer: the batch went back, still to be settled
+                return BatchResult(ref, "settle-later")
+            phones = settled
+            out.settle = "0"
+            if phones and _stopped(rt, cid):
+                out.remaining, out.due_at_ms = phones, now_ms()
+            if not phones or out.remaining:
+                _record(rt, ref, token, out)
+                _log_done(ref, "settled", out, 0, started)
+                return BatchResult(ref, "settled", sent=out.sent)
         return _send(rt, ref, token, info, req_id, phones, out, b.settle, started)
     finally:
         rt.guards.release_slot(account, token)
@@ -130,6 +134,10 @@ def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, ph
     wait_ms = rt.guards.claim_send_request(account, fp)
     if wait_ms:
         out.remaining, out.due_at_ms = phones, now + wait_ms
+        if was_settled:
+            # The identical request is the one whose outcome was unknown: should the provider take it
+            # late, after our timeout, the next attempt must find that out before sending again.
+            out.settle = "1"
         _record(rt, ref, token, out)
         log.info("batch %s: identical request sent less than 60 s ago; deferred %d ms", ref, wait_ms)
         return BatchResult(ref, "deduplicated")
@@ -227,15 +235,22 @@ def _settle(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, 
     taken: set[str] = set()
     try:
         for i in range(0, len(phones), _STATUS_CHUNK):
-            chunk = phones[i:i + _STATUS_CHUNK]
-            for rep in rt.client.status([(p, req_id) for p in chunk]):
+            pairs = [(p, req_id) for p in phones[i:i + _STATUS_CHUNK]]
+            wait_ms = rt.guards.claim_status_request(info.account, pairs)
+            if wait_ms:
+                rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones,
+                                  due_at_ms=now_ms() + wait_ms)
+                log.info("batch %s: identical status request less than 60 s ago; settling in %d ms", ref,
+                         wait_ms)
+                return None
+            for rep in rt.client.status(pairs):
                 if rep.taken:
                     taken.add(phone_key(rep.phone))
     except SmscError as exc:
-        retry_ms = int((exc.retry_after_s or 5) * 1000)
-        rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones, due_at_ms=now_ms() + retry_ms,
+        due = _after_status_error(rt, info, exc)
+        rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones, due_at_ms=due,
                           reason=f"settling: {exc}")
-        log.warning("batch %s: status.php failed while settling (%s); retry in %d ms", ref, exc, retry_ms)
+        log.warning("batch %s: status.php failed while settling (%s); retry in %d ms", ref, exc, due - now_ms())
         return None
     rest = []
     for phone in phones:
@@ -250,16 +265,39 @@ def _settle(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, 
     return rest
 
 
-def _acquire_slot(rt: Runtime, account: str, token: str, timeout_ms: int) -> bool:
+def _after_status_error(rt: Runtime, info: CampaignInfo, exc: SmscError) -> int:
+    """What a failed status.php request means for the account; returns when to settle again.
+
+    Never fails a recipient: until the provider has answered, nobody knows whether it has them."""
+    account = info.account
+    now = now_ms()
+    reason = f"error {exc.code}: {exc.reason}" if exc.code is not None else exc.reason
+    if isinstance(exc, SmscAuthError):
+        rt.guards.account_outcome(account, "auth", now_ms=now, reason=reason)
+        paused = rt.campaigns.pause_account(account, now_ms=now,
+                                            reason=f"account stopped: {reason}; fix the settings, then resume")
+        log.error("account %s: %s; sending stopped, campaigns %s paused", account, reason, ",".join(paused))
+        return now
+    v = rt.guards.account_outcome(account, "block" if isinstance(exc, SmscAccountBackoff) else "error",
+                                  now_ms=now, reason=reason)
+    return max(now + int((exc.retry_after_s or 5) * 1000), v.backoff_until_ms)
+
+
+def _acquire_slot(rt: Runtime, account: str, token: str, timeout_ms: int) -> str:
+    """``"taken"``, ``"busy"`` (no slot came free in time) or ``"closed"`` (the account is stopped or
+    backing off: give the batch back)."""
     s = rt.settings
     lease_ms = timeout_ms + 5_000
-    deadline = time.monotonic() + _SLOT_WAIT_S
+    # Well inside the task's soft time limit (lease - 5 s), so that a batch that found no slot is given
+    # back by this execution rather than left to the sweeper.
+    deadline = time.monotonic() + min(_SLOT_WAIT_S, s.lease_s / 4)
     pause = 0.002
     while True:
-        if rt.guards.acquire_slot(account, token, now_ms=now_ms(), lease_ms=lease_ms, cap=s.smsc_concurrency):
-            return True
+        res = rt.guards.try_slot(account, token, now_ms=now_ms(), lease_ms=lease_ms, cap=s.smsc_concurrency)
+        if res != "busy":
+            return res
         if time.monotonic() > deadline:
-            return False
+            return res
         time.sleep(pause)
         pause = min(pause * 1.5, 0.02)
 

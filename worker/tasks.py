@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from scheduler.recovery import ensure_recovered
 from worker.app import app
 from worker.runtime import get_runtime, now_ms
 from worker.sending import process_batch
@@ -34,6 +35,13 @@ def _feed(max_claim: int) -> int:
 @app.task(name="smsc.dispatch", ignore_result=True)
 def dispatch() -> dict[str, int]:
     rt = get_runtime()
+    now = now_ms()
+    # A new Redis server (restart): settle what could have left before anything is claimed; on the
+    # first tick of a fresh namespace this records the server, so that new campaigns need no settling.
+    if not ensure_recovered(rt.redis, rt.keys, now_ms=now,
+                            settle_after_ms=now + int(rt.settings.smsc_timeout * 1000) + 2_000,
+                            ledger=rt.ledger, campaigns=rt.campaigns):
+        return {"claimed": 0, "swept": 0}  # another process is recovering: next tick
     swept = rt.ledger.sweep(now_ms())
     claimed = _feed(rt.settings.smsc_window)
     if swept or claimed:
