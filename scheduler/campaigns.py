@@ -22,6 +22,7 @@ import redis
 from scheduler import spreading
 from scheduler.intake import Rejected, phone_key
 from scheduler.keys import CAMPAIGN_ID_RE, Keys, batch_ref
+from scheduler.keys import text as _s
 from scheduler.scripts import Scripts
 
 __all__ = [
@@ -364,6 +365,3 @@ def _plan_json(plan: spreading.PlanOptions | None) -> dict[str, Any]:
         d["window"] = f"{plan.window.h1}-{plan.window.h2}"
     return d
 
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

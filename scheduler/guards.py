@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from scheduler.keys import Keys
+from scheduler.keys import text as _s
 from scheduler.scripts import Scripts
 
 __all__ = ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"]
@@ -160,6 +161,3 @@ class Guards:
         pipe.hdel(key, "reason")
         pipe.execute()
 
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

@@ -44,11 +44,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref"]
+__all__ = ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref", "text"]
 
 #: What a campaign id may look like: it becomes part of the provider's request ``id`` (≤ 40 chars
 #: of ``A-Za-z0-9.-_``) together with ``-<batch number>``.
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_.]{1,24}$")
+
+
+def text(value: object) -> str:
+    """A Redis reply (bytes or str) as ``str``."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def batch_ref(campaign_id: str, n: int) -> str:

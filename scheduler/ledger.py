@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import redis
 
 from scheduler.keys import Keys, split_ref
+from scheduler.keys import text as _s
 from scheduler.scripts import Scripts
 
 __all__ = ["Begin", "Ledger", "Outcome"]
@@ -135,6 +136,3 @@ class Ledger:
                                                    args=[ref, settle_after_ms, horizon_ms]))
         return marked
 
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

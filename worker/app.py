@@ -11,12 +11,12 @@ import sys
 
 from celery import Celery
 
-from worker.settings import ConfigError, get_settings
+from worker.settings import ConfigError, Settings, get_settings
 
 __all__ = ["app"]
 
 
-def _settings_or_exit():  # type: ignore[no-untyped-def]
+def _settings_or_exit() -> Settings:
     try:
         return get_settings()
     except ConfigError as exc:

@@ -11,7 +11,7 @@ import redis
 
 from scheduler.campaigns import Campaigns
 from scheduler.guards import AccountPolicy, Guards
-from scheduler.keys import Keys
+from scheduler.keys import Keys, text
 from scheduler.ledger import Ledger
 from scheduler.scripts import Scripts
 from worker.settings import Settings, get_settings
@@ -62,7 +62,7 @@ class Runtime:
         f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts")
         if f[0] is None:
             raise LookupError(cid)
-        account, message, sender, parts = (x.decode() if x is not None else "" for x in f)
+        account, message, sender, parts = (text(x) if x is not None else "" for x in f)
         return CampaignInfo(account, message, sender or None, int(parts or 1))
 
 

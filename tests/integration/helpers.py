@@ -15,7 +15,8 @@ from worker.stack import child_env
 FINAL = {"completed", "failed", "cancelled"}
 
 
-def cli(env: Mapping[str, str], *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(env: Mapping[str, str], *args: str, check: bool = True,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``smsc-mailer ARGS`` as a user would (a separate process with the stack's environment)."""
     proc = subprocess.run([sys.executable, "-m", "worker.cli", *args], env=child_env(env), capture_output=True,
                           text=True, timeout=timeout, check=False)

@@ -199,7 +199,7 @@ def test_stack_uses_a_given_server_and_leaves_it_running(redis_server: RedisServ
 def test_simulator_process_serves_the_api_and_its_control_endpoints(
     make_simulator: Callable[..., stack.SimulatorProcess],
 ) -> None:
-    sim = make_simulator(login="acme", password="s3cret-pw", seed=7)  # noqa: S106 - the simulator's
+    sim = make_simulator(login="acme", password="s3cret-pw", seed=7)
     assert sim.url == f"http://127.0.0.1:{sim.port}"
     assert sim.summary()["messages"] == 0
     form = {"login": "acme", "psw": "s3cret-pw", "phones": "79990000001,79990000002", "mes": "hi",

@@ -4,7 +4,7 @@ On the real redis-server (the truth), the clock an argument. Recipients are give
 them: ``(line_no, phone)`` tuples and :class:`scheduler.intake.Rejected` items, streamed.
 """
 
-# ruff: noqa: S106 - a `token` here is an execution's fencing id (uuid-like), not a secret
+
 
 from __future__ import annotations
 

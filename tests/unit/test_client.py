@@ -30,7 +30,7 @@ from worker.smsc.errors import (
 )
 from worker.smsc.protocol import CostReport, PhoneReport, SendReport, StatusReport
 
-PASSWORD = "s3cr3t-Pa55word!"  # noqa: S105 - a made-up credential to look for in every output
+PASSWORD = "s3cr3t-Pa55word!"
 APIKEY = "k3y-abcdef0123456789"
 LINES = [(["79990000001", "79990000002"], "Hello\nworld")]
 OK_SEND = json.dumps(

@@ -14,7 +14,7 @@ import pytest
 from scheduler import campaigns, guards, keys, ledger, recovery, scripts
 
 EXPORTED = {
-    keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref"],
+    keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref", "text"],
     scripts: ["SCRIPT_NAMES", "Scripts", "source"],
     guards: ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"],
     ledger: ["Begin", "Ledger", "Outcome"],

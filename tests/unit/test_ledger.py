@@ -5,7 +5,7 @@ waits and back-offs are stepped, never slept. A batch's life: claim (due → lea
 fences the execution) → mark_sending (the intent) → record (the outcome, counters in one step).
 """
 
-# ruff: noqa: S106 - a `token` here is an execution's fencing id (uuid-like), not a secret
+
 
 from __future__ import annotations
 
