@@ -3,6 +3,8 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 PYTEST  := $(BIN)/pytest
+# Integration tests mostly wait (on the provider's 60 s rules, on spread campaigns): run them side by side.
+TEST_WORKERS ?= 4
 
 .PHONY: install demo test unit integration chaos bench bench-quick lint typecheck clean
 
@@ -18,7 +20,7 @@ demo: install
 	$(BIN)/smsc-mailer demo
 
 test: install
-	$(PYTEST) -q
+	$(PYTEST) -q -n $(TEST_WORKERS) --dist worksteal
 
 unit: install
 	$(PYTEST) -q tests/unit
