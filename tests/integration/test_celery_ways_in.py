@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -42,10 +43,8 @@ def test_workers_send_task_events_for_flower(celery_stack, redis_client, tmp_pat
         with client.connection() as conn:
             recv = client.events.Receiver(conn, handlers={"*": seen.append})
             ready.set()
-            try:
+            with contextlib.suppress(TimeoutError, OSError):  # the socket timeout ends the capture
                 recv.capture(limit=None, timeout=20, wakeup=True)
-            except Exception:  # noqa: BLE001 - the socket timeout ends the capture
-                pass
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
