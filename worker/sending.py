@@ -202,6 +202,12 @@ def _on_error(rt: Runtime, info: CampaignInfo, exc: SmscError, admitted: list[st
             v = rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
             retry_ms = int((exc.retry_after_s or 5) * 1000)
             out.remaining, out.due_at_ms = everyone, max(now + retry_ms, v.backoff_until_ms)
+            if exc.code is None:
+                # An HTTP error (5xx) says nothing certain about the messages: a proxy may answer 502 after
+                # the provider took them. Ask status.php before sending again, and since a request the
+                # provider refused opens no "identical request" minute, the retry need not wait for one.
+                rt.guards.forget_send_request(account, fp)
+                out.settle = "1"
     elif isinstance(exc, SmscNumbersRejected):
         rt.guards.account_outcome(account, "ok", now_ms=now)
         _fail_all(out, admitted, exc)
