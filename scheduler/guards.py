@@ -27,6 +27,10 @@ from scheduler.scripts import Scripts
 __all__ = ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"]
 
 
+#: Wake-ups kept for slot waiters (one a released slot): no more than slots can come free at once.
+_MAX_WAKEUPS = 16
+
+
 @dataclass(frozen=True)
 class FloodPolicy:
     #: The provider's rule: 50 messages to one subscriber in an unbroken chain.
@@ -124,16 +128,38 @@ class Guards:
         """True when the slot is taken (see :meth:`try_slot` for why it was not)."""
         return self.try_slot(account, token, now_ms=now_ms, lease_ms=lease_ms, cap=cap) == "taken"
 
-    def try_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int) -> str:
+    def try_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int,
+                 probe: bool = False) -> str:
         """``"taken"``; ``"busy"`` when the login is at its cap (wait a moment); ``"closed"`` when the
-        account must not send now (stopped, or backing off): give the batch back without a request."""
+        account must not send now (stopped, or backing off): give the batch back without a request.
+
+        ``probe``: the calling process has had no good answer with its credentials yet; such requests
+        go out one at a time for the whole account, so a wrong password is refused once, not per slot."""
         res = int(self.scripts.acquire(
-            keys=[self.keys.inflight(account), self.keys.account(account)],
-            args=[token, now_ms, now_ms + lease_ms, cap]))
+            keys=[self.keys.inflight(account), self.keys.account(account), self.keys.probe(account)],
+            args=[token, now_ms, now_ms + lease_ms, cap, "1" if probe else "0"]))
         return "taken" if res == 1 else "busy" if res == 0 else "closed"
 
     def release_slot(self, account: str, token: str) -> None:
-        self.r.zrem(self.keys.inflight(account), token)
+        """Give the slot back and wake one execution waiting for it (:meth:`wait_for_slot`)."""
+        freed = self.keys.slot_freed(account)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self.keys.inflight(account), token)
+        pipe.zrem(self.keys.probe(account), token)
+        # A wake-up is only a hint (the semaphore's ZSET stays the truth): unclaimed ones are capped, so
+        # a waiter that finds a stale one just tries once more.
+        pipe.lpush(freed, b"1")
+        pipe.ltrim(freed, 0, _MAX_WAKEUPS - 1)
+        pipe.pexpire(freed, 60_000)
+        pipe.execute()
+
+    def wait_for_slot(self, account: str, timeout_s: float) -> bool:
+        """Block until a slot of the login was given back or ``timeout_s`` passed (True: try again now).
+
+        Redis serves blocked clients first come, first served, so the execution that has waited longest
+        is woken first, at once — not at its next poll, while a newcomer takes the slot. A slot freed
+        by an expired lease wakes nobody: the timeout covers it."""
+        return self.r.blpop([self.keys.slot_freed(account)], timeout=max(timeout_s, 0.001)) is not None
 
     def slots_in_use(self, account: str, now_ms: int) -> int:
         return int(self.r.zcount(self.keys.inflight(account), now_ms + 1, "+inf"))

@@ -30,6 +30,11 @@ key                             type    TTL    written by                       
                                                (state, backoff, error streak)
 ``{ns}:a:<acct>:campaigns``     SET     -      intake commit                       funds/auth pause
 ``{ns}:a:<acct>:inflight``      ZSET    -      semaphore (token → lease deadline)  semaphore
+``{ns}:a:<acct>:probe``         ZSET    -      semaphore: the one request of a     semaphore
+                                               process whose credentials are not
+                                               proven yet (token → lease deadline)
+``{ns}:a:<acct>:freed``         LIST    60 s   semaphore release (one wake-up a    slot waiters
+                                               slot given back, at most 14 kept)   (BLPOP)
 ``{ns}:a:<acct>:f:<phone>``     STRING  ≥60 s  flood guard ("count:last_ms")       flood guard
 ``{ns}:a:<acct>:r:<sha256>``    STRING  60 s   request dedup (send)                request dedup
 ``{ns}:a:<acct>:q:<sha256>``    STRING  60 s   request dedup (cost: a counter)     request dedup
@@ -97,6 +102,12 @@ class Keys:
 
     def inflight(self, acct: str) -> str:
         return f"{self.prefix}a:{acct}:inflight"
+
+    def probe(self, acct: str) -> str:
+        return f"{self.prefix}a:{acct}:probe"
+
+    def slot_freed(self, acct: str) -> str:
+        return f"{self.prefix}a:{acct}:freed"
 
     def flood(self, acct: str, phone_key: str) -> str:
         return f"{self.prefix}a:{acct}:f:{phone_key}"

@@ -47,6 +47,10 @@ class Runtime:
                              account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)))
         self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
         self._client: SmscClient | None = None
+        # This process's credentials had a good answer from the provider: until then its requests go
+        # out one at a time for the whole account (the semaphore's probe), so that a wrong password
+        # (a worker restarted with a typo) is refused once, not once per slot.
+        self.proven = False
 
     @property
     def client(self) -> SmscClient:
@@ -54,7 +58,10 @@ class Runtime:
             s = self.settings
             s.require_credentials()
             self._client = SmscClient(base_url=s.smsc_base_url, login=s.smsc_login, password=s.smsc_password,
-                                      apikey=s.smsc_apikey, timeout_s=s.smsc_timeout, max_connections=4)
+                                      apikey=s.smsc_apikey, timeout_s=s.smsc_timeout,
+                                      # a threads pool shares this client: one connection per slot, or
+                                      # the threads queue for the pool's connections, not for the login
+                                      max_connections=s.smsc_concurrency)
         return self._client
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one Runtime per process; campaign texts never change

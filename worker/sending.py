@@ -2,8 +2,9 @@
 
 The steps, each fenced by the execution's token (see :mod:`scheduler.ledger`)::
 
-    begin ─► settle (status.php, when a request may be out) ─► login slot ─► flood guard
-          ─► request dedup ─► mark_sending (intent) ─► POST send.php ─► record (ledger + counters)
+    begin ─► login slot (held by status.php requests too) ─► settle (status.php, when a request may
+          be out) ─► flood guard ─► request dedup ─► mark_sending (intent) ─► POST send.php
+          ─► record (ledger + counters)
 
 Errors come classified from the client (:mod:`worker.smsc.errors`); this module acts on the class.
 """
@@ -43,8 +44,25 @@ log = logging.getLogger(__name__)
 
 #: Status requests ask about this many (phone, id) pairs at once.
 _STATUS_CHUNK = 200
+#: Provider errors that come only after the login and password were accepted.
+_AUTHENTICATED_ERRORS = frozenset({1, 3, 5, 6, 7, 8})
 #: How long an execution waits for a free login slot before it gives the batch back.
 _SLOT_WAIT_S = 10.0
+#: Longest wait for a wake-up before the slot is tried again anyway (an expired lease wakes nobody).
+_SLOT_POLL_S = 0.1
+
+
+class _Slot:
+    """The login slot of one execution, released once: as soon as the send's answer is in (so the next
+    request can leave while this one is parsed and recorded), else when the execution ends."""
+
+    def __init__(self, rt: Runtime, account: str, token: str) -> None:
+        self.rt, self.account, self.token, self.held = rt, account, token, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.rt.guards.release_slot(self.account, self.token)
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ def process_batch(rt: Runtime, ref: str) -> BatchResult:
         out.remaining, out.due_at_ms = phones, now_ms() + 200
         _record(rt, ref, token, out)
         return BatchResult(ref, "no-slot" if slot == "busy" else "account-closed")
+    slot_held = _Slot(rt, account, token)
     try:
         if b.settle:
             settled = _settle(rt, ref, token, info, req_id, phones, out)
@@ -108,13 +127,13 @@ def process_batch(rt: Runtime, ref: str) -> BatchResult:
                 _record(rt, ref, token, out)
                 _log_done(ref, "settled", out, 0, started)
                 return BatchResult(ref, "settled", sent=out.sent)
-        return _send(rt, ref, token, info, req_id, phones, out, b.settle, started)
+        return _send(rt, ref, token, info, req_id, phones, out, b.settle, started, slot=slot_held)
     finally:
-        rt.guards.release_slot(account, token)
+        slot_held.release()
 
 
 def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, phones: list[str],
-          out: Outcome, was_settled: bool, started: float) -> BatchResult:
+          out: Outcome, was_settled: bool, started: float, *, slot: _Slot) -> BatchResult:
     s = rt.settings
     account = info.account
     timeout_ms = int(s.smsc_timeout * 1000)
@@ -148,13 +167,17 @@ def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, ph
         return BatchResult(ref, "lost")
     out.remaining, out.due_at_ms = held, hold_until
     try:
-        report = rt.client.send(lines=lines, request_id=req_id, sender=info.sender)
+        try:
+            report = rt.client.send(lines=lines, request_id=req_id, sender=info.sender)
+        finally:
+            slot.release()  # the answer is in (or the request is over): the slot is the next request's
     except SmscError as exc:
         _on_error(rt, info, exc, admitted, held, hold_until, out, was_settled=was_settled, fp=fp,
                   settle_after=settle_after)
         _record(rt, ref, token, out)
         log.warning("batch %s: %d recipients: %s (%s)", ref, len(admitted), type(exc).__name__, exc)
         return BatchResult(ref, type(exc).__name__, sent=out.sent, failed=out.failed)
+    rt.proven = True
     rt.guards.account_outcome(account, "ok", now_ms=now_ms())
     by_key = {phone_key(p.phone): p for p in report.phones}
     per_msg = info.parts
@@ -183,6 +206,8 @@ def _on_error(rt: Runtime, info: CampaignInfo, exc: SmscError, admitted: list[st
     reason = f"error {exc.code}: {exc.reason}" if exc.code is not None else exc.reason
     everyone = admitted + held
     out.reason = reason
+    if exc.code in _AUTHENTICATED_ERRORS:
+        rt.proven = True  # the provider got past the login and password to refuse this
     if isinstance(exc, SmscUnknownOutcome):
         # The provider may have the messages: settle through status.php once the request is surely over.
         rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
@@ -209,13 +234,15 @@ def _on_error(rt: Runtime, info: CampaignInfo, exc: SmscError, admitted: list[st
                 rt.guards.forget_send_request(account, fp)
                 out.settle = "1"
     elif isinstance(exc, SmscNumbersRejected):
-        rt.guards.account_outcome(account, "ok", now_ms=now)
+        # An error answer all the same: the provider counts it towards its 100 errors in a row.
+        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
         _fail_all(out, admitted, exc)
     elif isinstance(exc, SmscBatchRejected):
         rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
         _fail_all(out, admitted, exc)
     elif isinstance(exc, SmscInsufficientFunds):
         out.remaining, out.due_at_ms = everyone, now
+        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)  # counted by the provider too
         paused = rt.campaigns.pause_account(account, now_ms=now, reason=f"insufficient funds ({reason})")
         log.error("account %s: insufficient funds; paused campaigns %s", account, ",".join(paused))
     elif isinstance(exc, SmscAuthError):
@@ -252,6 +279,7 @@ def _settle(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, 
             for rep in rt.client.status(pairs):
                 if rep.taken:
                     taken.add(phone_key(rep.phone))
+            rt.proven = True
     except SmscError as exc:
         due = _after_status_error(rt, info, exc)
         rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones, due_at_ms=due,
@@ -297,15 +325,16 @@ def _acquire_slot(rt: Runtime, account: str, token: str, timeout_ms: int) -> str
     # Well inside the task's soft time limit (lease - 5 s), so that a batch that found no slot is given
     # back by this execution rather than left to the sweeper.
     deadline = time.monotonic() + min(_SLOT_WAIT_S, s.lease_s / 4)
-    pause = 0.002
     while True:
-        res = rt.guards.try_slot(account, token, now_ms=now_ms(), lease_ms=lease_ms, cap=s.smsc_concurrency)
+        res = rt.guards.try_slot(account, token, now_ms=now_ms(), lease_ms=lease_ms, cap=s.smsc_concurrency,
+                                 probe=not rt.proven)
         if res != "busy":
             return res
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             return res
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.02)
+        # Woken when a slot is given back; the timeout covers a slot freed by an expired lease.
+        rt.guards.wait_for_slot(account, min(left, _SLOT_POLL_S))
 
 
 def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> None:

@@ -409,8 +409,10 @@ class RedisServer(_Process):
                     raise self._fail(f"redis-server ({argv[0]}) on port {self.port} exited with "
                                      f"code {self._proc.returncode} at start")
                 try:
-                    # Identity check: the server answering on this port must be ours, never a foreign one.
-                    if int(probe.info("server")["process_id"]) == self._proc.pid:
+                    # Identity check: the server answering on this port must be ours, never a foreign one;
+                    # and ready means its AOF is loaded (INFO answers while loading, other commands do not).
+                    info = probe.info()
+                    if int(info["process_id"]) == self._proc.pid and not int(info.get("loading", 0)):
                         break
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     pass
