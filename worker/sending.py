@@ -62,7 +62,10 @@ class _Slot:
     def release(self) -> None:
         if self.held:
             self.held = False
-            self.rt.guards.release_slot(self.account, self.token)
+            try:
+                self.rt.guards.release_slot(self.account, self.token)
+            except redis.RedisError as exc:  # the answer must still be recorded; the slot's lease ends it
+                log.warning("login slot not given back (%s): it frees itself when its lease ends", exc)
 
 
 @dataclass(frozen=True)
@@ -167,10 +170,12 @@ def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, ph
         return BatchResult(ref, "lost")
     out.remaining, out.due_at_ms = held, hold_until
     try:
-        try:
-            report = rt.client.send(lines=lines, request_id=req_id, sender=info.sender)
-        finally:
-            slot.release()  # the answer is in (or the request is over): the slot is the next request's
+        # The slot goes back as soon as the answer is in (or the request is over), before it is parsed —
+        # unless this process's credentials are not proven yet: then its slot is the account's one probe,
+        # held until the answer is recorded, so that after an error 2 the account is stopped before any
+        # other process may try (a wrong password is refused once, not once per slot).
+        report = rt.client.send(lines=lines, request_id=req_id, sender=info.sender,
+                                on_answer=slot.release if rt.proven else None)
     except SmscError as exc:
         _on_error(rt, info, exc, admitted, held, hold_until, out, was_settled=was_settled, fp=fp,
                   settle_after=settle_after)
@@ -229,9 +234,8 @@ def _on_error(rt: Runtime, info: CampaignInfo, exc: SmscError, admitted: list[st
             out.remaining, out.due_at_ms = everyone, max(now + retry_ms, v.backoff_until_ms)
             if exc.code is None:
                 # An HTTP error (5xx) says nothing certain about the messages: a proxy may answer 502 after
-                # the provider took them. Ask status.php before sending again, and since a request the
-                # provider refused opens no "identical request" minute, the retry need not wait for one.
-                rt.guards.forget_send_request(account, fp)
+                # the provider took them, or the provider may take them late. Ask status.php before sending
+                # again; the identical request stays barred for its minute, so a late acceptance is found.
                 out.settle = "1"
     elif isinstance(exc, SmscNumbersRejected):
         # An error answer all the same: the provider counts it towards its 100 errors in a row.
