@@ -145,9 +145,9 @@ class Campaigns:
     def _flush_pending(self, st: _Intake) -> None:
         if not st.pending:
             return
-        new = self.scripts.intake(keys=[self.keys.seen(st.cid)], args=[phone_key(p) for p in st.pending])
-        for phone, is_new in zip(st.pending, new, strict=True):
-            if is_new:
+        new = self.scripts.intake(keys=[self.keys.seen(st.cid)], args=[",".join(map(phone_key, st.pending))])
+        for phone, is_new in zip(st.pending, _s(new), strict=True):
+            if is_new == "1":
                 st.current.append(phone)
                 st.total += 1
             else:

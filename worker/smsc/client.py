@@ -113,11 +113,14 @@ class SmscClient:
 
     # -- the API ------------------------------------------------------------------------------------
 
-    def send(self, *, lines: Sequence[Line], request_id: str, sender: str | None = None) -> SendReport:
+    def send(self, *, lines: Sequence[Line], request_id: str, sender: str | None = None,
+             on_answer: Callable[[], None] | None = None) -> SendReport:
         """Send ``lines`` (``(phones, text)`` pairs) as one request with the deterministic ``request_id``.
 
         Returns the provider's report (id, SMS count, cost, balance, each number's outcome) or raises
-        an ``SmscError`` subclass that says what to do with the batch.
+        an ``SmscError`` subclass that says what to do with the batch. ``on_answer`` is called as soon
+        as the exchange is over (answer read, or the request failed), before the answer is parsed: the
+        caller's slot of requests in flight can go to the next request meanwhile.
         """
         params = send_params(lines=lines, request_id=request_id, sender=sender)
         phones = [p for phone_list, _ in lines for p in phone_list]
@@ -127,6 +130,7 @@ class SmscClient:
             lambda body: parse_send(body, fmt=3, cost=3),
             request_id=request_id,
             phones=phones,
+            on_answer=on_answer,
         )
 
     def cost(self, *, lines: Sequence[Line], sender: str | None = None) -> CostReport:
@@ -182,13 +186,18 @@ class SmscClient:
         *,
         request_id: str,
         phones: Sequence[str],
+        on_answer: Callable[[], None] | None = None,
     ) -> T:
         """POST ``params`` + credentials to ``path``, read the answer with ``parse``, log one line."""
         started = time.perf_counter()
         outcome = "?"
         try:
-            with _translate(path):
-                response = self._http.post(path, data={**params, **self._auth})
+            try:
+                with _translate(path):
+                    response = self._http.post(path, data={**params, **self._auth})
+            finally:
+                if on_answer is not None:
+                    on_answer()
             outcome = str(response.status_code)
             if response.status_code != 200:
                 reason = f"HTTP {response.status_code}"

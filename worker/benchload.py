@@ -1,0 +1,263 @@
+"""The benchmark's tools that are not smsc-mailer itself: the phones file, the samplers, the baselines.
+
+- :func:`write_phones_file` — a recipients file of N lines: ~2 % invalid lines, ~5 % duplicates
+  (the same number spelled another way), the rest distinct Russian mobile numbers in mixed spellings.
+- :func:`run_measured` — a child process with its own peak RSS (``os.wait4``: exactly that child's
+  ``ru_maxrss``, not the maximum over every child this process ever had).
+- :class:`Sampler` — every ``interval_s``: the simulator's requests in flight (``/_sim/summary``) and
+  the members of the ``leased`` ZSET (the first time a batch is seen there is its claim time).
+- :func:`cpu_seconds` — user + system CPU of processes (a Celery worker and its pool children).
+- :func:`sample_client` — baseline (a): the provider's sample client the usual way, one synchronous
+  request per recipient (``phones=one``, ``mes=text``), a new connection each time.
+- :func:`bare_load` — baseline (c): the tightest loop that keeps ``slots`` requests of ``batch_size``
+  numbers in flight (threads + httpx, bodies built before the clock starts, no ledger, no guards).
+
+Every request goes to 127.0.0.1 only, and every loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+
+__all__ = [
+    "Measured",
+    "Sampler",
+    "bare_load",
+    "cpu_seconds",
+    "process_tree",
+    "run_measured",
+    "sample_client",
+    "write_phones_file",
+]
+
+# Distinct numbers 79xxxxxxxxx from an affine permutation of 0..10**9-1 (a is coprime to 10**9):
+# deterministic, no set of a million numbers needed to keep them distinct.
+_PERM_A, _PERM_B, _PERM_M = 387_420_489, 12_345_678, 10**9
+_INVALID = ("not-a-number", "+7 900 12", "12345", "+7 (900) 12-3O-45", "79001234567x")
+
+
+def _number(i: int) -> str:
+    return f"79{(_PERM_A * i + _PERM_B) % _PERM_M:09d}"
+
+
+def _spell(d: str, style: int) -> str:
+    if style == 0:
+        return "+" + d
+    if style == 1:
+        return d
+    if style == 2:
+        return f"+{d[0]} ({d[1:4]}) {d[4:7]}-{d[7:9]}-{d[9:]}"
+    return f"{d[0]} {d[1:4]} {d[4:7]} {d[7:]}"
+
+
+def write_phones_file(path: Path, lines: int, *, first: int = 0) -> dict[str, int]:
+    """Write ``lines`` recipient lines: every 50th invalid (2 %), every 20th a duplicate (5 %);
+    the numbers are the ``first``-th distinct one on."""
+    unique = invalid = dups = 0
+    with path.open("w", encoding="utf-8") as f:
+        buf: list[str] = []
+        for i in range(lines):
+            if i % 50 == 49:
+                buf.append(_INVALID[(i // 50) % len(_INVALID)])
+                invalid += 1
+            elif i % 20 == 10:  # (never an invalid line's place: those are odd)
+                j = (i * 7919) % unique  # an earlier number, in another spelling
+                buf.append(_spell(_number(first + j), (j + 1) % 4))
+                dups += 1
+            else:
+                buf.append(_spell(_number(first + unique), unique % 4))
+                unique += 1
+            if len(buf) >= 10_000:
+                f.write("\n".join(buf) + "\n")
+                buf.clear()
+        if buf:
+            f.write("\n".join(buf) + "\n")
+    return {"lines": lines, "unique": unique, "invalid": invalid, "duplicates": dups}
+
+
+@dataclass
+class Measured:
+    returncode: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    stdout: str
+    stderr_tail: str
+
+
+def run_measured(argv: Sequence[str], *, env: Mapping[str, str], workdir: Path, timeout_s: float) -> Measured:
+    """Run ``argv`` to its end; its wall time, CPU and peak RSS (``ru_maxrss`` of this child only)."""
+    out_path, err_path = workdir / "child.out", workdir / "child.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=dict(env))
+        deadline = started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
+    tail = err_path.read_text(errors="replace").splitlines()[-5:]
+    return Measured(proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                    out_path.read_text(errors="replace"), "\n".join(tail))
+
+
+def process_tree(pids: Iterable[int | None]) -> list[psutil.Process]:
+    """The processes and all their descendants (a Celery worker's pool children)."""
+    out: list[psutil.Process] = []
+    for pid in pids:
+        if pid is None:
+            continue
+        try:
+            p = psutil.Process(pid)
+            out += [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
+    """User + system CPU seconds of ``procs`` and of their children already reaped."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+@dataclass
+class Sampler:
+    """Samples in-flight requests and the leased batches on a thread, every ``interval_s``."""
+
+    sim_url: str
+    redis_client: redis.Redis | None = None
+    leased_key: str = ""
+    interval_s: float = 0.025
+    inflight: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, requests in flight)
+    first_leased_ms: dict[str, int] = field(default_factory=dict)  # ref -> first time seen leased
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Sampler:
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        every = 2  # the summary is a request to the simulator: every other tick is enough
+        with httpx.Client(base_url=self.sim_url, timeout=5.0) as http:
+            for tick in itertools.count():
+                if self._stop.is_set():
+                    return
+                now = time.time()
+                if self.redis_client is not None:
+                    now_ms = int(now * 1000)
+                    for ref in self.redis_client.zrange(self.leased_key, 0, -1):
+                        self.first_leased_ms.setdefault(ref.decode() if isinstance(ref, bytes) else str(ref), now_ms)
+                if tick % every == 0:
+                    try:
+                        self.inflight.append((now, int(http.get("/_sim/summary").json()["inflight"])))
+                    except (httpx.HTTPError, ValueError, KeyError):
+                        pass
+                self._stop.wait(self.interval_s)
+
+    def slot_use(self, start_s: float, end_s: float, cap: int) -> float | None:
+        """Average requests in flight ÷ ``cap`` over the samples taken in ``[start_s, end_s]``."""
+        xs = [n for t, n in self.inflight if start_s <= t <= end_s]
+        return sum(xs) / len(xs) / cap if xs else None
+
+
+def sample_client(base_url: str, *, login: str, password: str, text: str, seconds: float,
+                  first_number: int) -> dict[str, Any]:
+    """Baseline (a): one synchronous POST per recipient with a fresh connection (urllib), like the
+    provider's sample client; runs ``seconds`` and reports what was accepted."""
+    url = base_url.rstrip("/") + "/sys/send.php"
+    sent = errors = 0
+    started = time.perf_counter()
+    for i in itertools.count(first_number):
+        if time.perf_counter() - started >= seconds or i - first_number >= 10_000:
+            break
+        body = urllib.parse.urlencode({"login": login, "psw": password, "phones": f"7951{i:07d}",
+                                       "mes": text, "fmt": "3", "charset": "utf-8"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as resp:  # noqa: S310
+            answer = resp.read()
+        if b'"error_code"' in answer:
+            errors += 1
+        else:
+            sent += 1
+    elapsed = time.perf_counter() - started
+    return {"seconds": round(elapsed, 2), "sent": sent, "errors": errors, "msgs_per_s": sent / elapsed}
+
+
+def bare_load(base_url: str, *, login: str, password: str, text: str, batch_size: int, slots: int,
+              seconds: float, first_number: int) -> dict[str, Any]:
+    """Baseline (c): ``slots`` threads, each POSTing ``list=`` requests of ``batch_size`` distinct numbers
+    back to back for ``seconds`` (bodies prepared first; answers only checked for an error)."""
+    per_thread = int(seconds / 0.2 * 1.5) + 5  # more bodies than a 200 ms provider can take
+    counter = itertools.count(first_number)
+    bodies: list[list[bytes]] = []
+    for t in range(slots):
+        mine = []
+        for r in range(per_thread):
+            phones = ",".join(f"7952{next(counter):07d}" for _ in range(batch_size))
+            mine.append(urllib.parse.urlencode({
+                "login": login, "psw": password, "list": f"{phones}:{text}", "id": f"bare-{t}-{r}",
+                "fmt": "3", "charset": "utf-8", "cost": "3", "op": "1"}).encode())
+        bodies.append(mine)
+    sent = [0] * slots
+    errors = [0] * slots
+    start_at = threading.Event()
+    limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
+    with httpx.Client(base_url=base_url, timeout=30.0, limits=limits) as http:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        def loop(t: int) -> None:
+            start_at.wait()
+            for body in bodies[t]:
+                if time.perf_counter() >= deadline:
+                    return
+                resp = http.post("/sys/send.php", content=body, headers=headers)
+                if resp.status_code == 200 and b'"error_code"' not in resp.content[:200]:
+                    sent[t] += batch_size
+                else:
+                    errors[t] += 1
+
+        threads = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(slots)]
+        for th in threads:
+            th.start()
+        started = time.perf_counter()
+        deadline = started + seconds
+        start_at.set()
+        for th in threads:
+            th.join(timeout=seconds + 60)
+        elapsed = time.perf_counter() - started
+    return {"seconds": round(elapsed, 2), "sent": sum(sent), "errors": sum(errors),
+            "msgs_per_s": sum(sent) / elapsed, "batch_size": batch_size, "slots": slots}
