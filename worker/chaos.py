@@ -343,14 +343,16 @@ def scenario_redis_restart(workdir: Path, *, recipients: int) -> ScenarioResult:
     def fault(run: _Run) -> None:
         server = run.stack.redis
         assert server is not None
-        run.wait_progress(0.35)
-        run.scan()  # the broker's queue and unacked messages, as they are mid-campaign
+        run.wait_progress(0.3)
         before = run.client.info("server")["run_id"]
         run.wait_request_in_flight()
         at = run.done()
         server.kill()
         time.sleep(1.0)
         server.start()
+        # the broker's queue and unacked messages, as the AOF kept them mid-campaign (scanning before the
+        # kill could take long enough on a busy machine for the campaign to end first)
+        run.scan()
         after = run.client.info("server")["run_id"]
         run.events.append({"restart": True, "done": at, "run_id_before": before, "run_id_after": after})
         run.notes.append(f"redis SIGKILLed at {at}/{run.recipients} and restarted from its AOF "
