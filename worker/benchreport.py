@@ -15,7 +15,7 @@ __all__ = ["WHY_MISSED", "evaluate", "render_table"]
 #: workers and the producer; see the README's Benchmark section).
 WHY_MISSED: dict[str, str] = {
     "worker_cpu": (
-        "The workers' CPU goes mostly per request, not per recipient: about 8 ms a batch plus 6.5 us a "
+        "The workers' CPU goes mostly per request, not per recipient: about 9 ms a batch plus 6 us a "
         "recipient (from the 500 and 100 runs), so batches of 100 cost 4x the CPU of 500 for the same "
         "recipients. py-spy at batch 100 (--profile): Celery's own work around each task ~40 % (publishing "
         "the next batch's task 16 %, task events 13 %, broker read and ack 7 %), the HTTP client 18 %, the "

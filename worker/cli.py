@@ -389,8 +389,8 @@ def demo(recipients: int) -> None:
 @click.option("--recipients", type=click.IntRange(1_000, 10_000_000), help="Lines of the phones file.")
 @click.option("--out", type=click.Path(dir_okay=False), default="bench/results.json", show_default=True)
 @click.option("--pool", type=click.Choice(["prefork", "threads"]), default="prefork", show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 32), default=8, show_default=True,
-              help="Of each of the 2 workers.")
+@click.option("--concurrency", type=click.IntRange(1, 32), default=10, show_default=True,
+              help="Of each of the 2 workers (20 processes for 14 slots: a freed slot finds a batch ready).")
 @click.option("--workloads", default="intake,send,baselines", show_default=True)
 @click.option("--batch-sizes", default="500,100", show_default=True, help="Send workloads, comma-separated.")
 @click.option("--profile", type=click.Path(file_okay=False), help="py-spy the workers while sending; files here.")
