@@ -38,21 +38,6 @@ def phone(i: int) -> str:
     return f"+7900{i:07d}"
 
 
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("t")
-
-
-@pytest.fixture
-def ledger(redis_client: redis.Redis, keys: Keys) -> Ledger:
-    return Ledger(redis_client, keys)
-
-
-@pytest.fixture
-def campaigns(redis_client: redis.Redis, keys: Keys) -> Campaigns:
-    return Campaigns(redis_client, keys)
-
-
 def create(campaigns: Campaigns, n: int, batch_size: int, *, cid: str = CID, now_ms: int = T,
            plan: PlanOptions | None = None) -> None:
     spec = CampaignSpec(message="hello", parts=1, account=ACCT, batch_size=batch_size, campaign_id=cid, plan=plan)

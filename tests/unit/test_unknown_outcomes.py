@@ -8,7 +8,6 @@ provider's one-minute rule; a fresh namespace does not settle its first campaign
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from scheduler.campaigns import Campaigns, CampaignSpec
@@ -20,26 +19,6 @@ from scheduler.recovery import ensure_recovered
 T = 1_700_000_000_000
 ACCT = "acct"
 LEASE = 30_000
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("u")
-
-
-@pytest.fixture
-def ledger(redis_client: redis.Redis, keys: Keys) -> Ledger:
-    return Ledger(redis_client, keys)
-
-
-@pytest.fixture
-def campaigns(redis_client: redis.Redis, keys: Keys) -> Campaigns:
-    return Campaigns(redis_client, keys)
-
-
-@pytest.fixture
-def guards(redis_client: redis.Redis, keys: Keys) -> Guards:
-    return Guards(redis_client, keys)
 
 
 def create(campaigns: Campaigns, n: int, *, cid: str = "c1", batch_size: int = 2) -> None:
