@@ -269,7 +269,7 @@ def watch(campaign_id: str, interval: float, timeout: float | None) -> None:
         camp = _campaigns(s)
         st = camp.status(campaign_id)
         started = time.monotonic()
-        console = Console(stderr=False)
+        console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
         with Progress(TextColumn("[bold]{task.fields[cid]}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("sent {task.fields[sent]} failed {task.fields[failed]} "
                                  "cancelled {task.fields[cancelled]} · {task.fields[state]}"),
