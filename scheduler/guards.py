@@ -94,14 +94,7 @@ class Guards:
                            window_ms: int = 60_000) -> int:
         """0 if one more identical cost request may leave now; else ms to wait."""
         key = self.keys.cost_request(account, fingerprint)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(key, b"0", nx=True, px=window_ms)
-        pipe.incr(key)
-        pipe.pttl(key)
-        _, count, ttl = pipe.execute()
-        if int(count) <= limit:
-            return 0
-        return max(int(ttl), 1)
+        return self._count_in_window(key, limit=limit, window_ms=window_ms)
 
     def claim_status_request(self, account: str, pairs: Sequence[tuple[str, str]], *,
                              window_ms: int = 60_000) -> int:
@@ -114,6 +107,11 @@ class Guards:
         digest = hashlib.sha256("\n".join(f"{p},{i}" for p, i in pairs).encode()).hexdigest()
         key = self.keys.status_request(account, digest)
         limit = 5 if len(pairs) == 1 else 1
+        return self._count_in_window(key, limit=limit, window_ms=window_ms)
+
+    def _count_in_window(self, key: str, *, limit: int, window_ms: int) -> int:
+        """Count one more request in the key's window (opened by the first); 0 while within ``limit``,
+        else ms until the window closes. One MULTI: atomic for all workers."""
         pipe = self.r.pipeline(transaction=True)
         pipe.set(key, b"0", nx=True, px=window_ms)
         pipe.incr(key)

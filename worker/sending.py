@@ -36,6 +36,7 @@ from worker.smsc.errors import (
     SmscNumbersRejected,
     SmscRetryable,
     SmscUnknownOutcome,
+    describe,
 )
 
 __all__ = ["BatchResult", "process_batch", "request_id"]
@@ -194,7 +195,7 @@ def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, ph
                         cost=str(pr.cost) if pr is not None else "")
         else:
             out.failed += 1
-            out.add_row(phone, "failed", msg_id=report.id, code=pr.error, reason=_describe(pr.error))
+            out.add_row(phone, "failed", msg_id=report.id, code=pr.error, reason=describe(pr.error))
     out.sms += report.cnt
     if report.cost is not None:
         out.cost_milli += int(report.cost * 1000)
@@ -371,12 +372,6 @@ def _recovered(rt: Runtime) -> bool:
 def _stopped(rt: Runtime, cid: str) -> bool:
     state = rt.redis.hget(rt.keys.campaign(cid), "state")
     return state in (b"cancelled", b"paused")
-
-
-def _describe(code: int) -> str:
-    from worker.smsc.errors import describe
-
-    return describe(code)
 
 
 def _log_done(ref: str, verb: str, out: Outcome, held: int, started: float) -> None:

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 import psutil
@@ -209,6 +209,18 @@ class _Process:
         self._end_logged: subprocess.Popen[bytes] | None = None
         # The run whose group was already killed: never signal that pgid again (the pid may be reused).
         self._group_killed: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def _describe(self) -> str:
         return ""
@@ -442,12 +454,6 @@ class RedisServer(_Process):
         self._shutdown()
         return self.start()
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 # ------------------------------------------------------------------------------------------- simulator
 
@@ -578,12 +584,6 @@ class SimulatorProcess(_Process):
         self._close_http()
         self._terminate(timeout_s=5.0)
         self.remove_temp_dir()
-
-    def __enter__(self) -> SimulatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------- celery
@@ -722,11 +722,6 @@ class CeleryWorker(_CeleryProcess):
         self.remove_temp_dir()
         return clean
 
-    def __enter__(self) -> CeleryWorker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class CeleryBeat(_CeleryProcess):
@@ -773,12 +768,6 @@ class CeleryBeat(_CeleryProcess):
     def stop(self, *, timeout_s: float = 10.0) -> None:
         self._terminate(timeout_s=timeout_s)
         self.remove_temp_dir()
-
-    def __enter__(self) -> CeleryBeat:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ----------------------------------------------------------------------------------------------- stack
@@ -950,7 +939,7 @@ class Stack:
                 elif isinstance(proc, RedisServer):
                     proc.stop(cleanup=False)  # its dir is under the workdir
                 else:
-                    proc.stop()  # type: ignore[attr-defined]
+                    proc.stop()
             except Exception:
                 log.exception("stack: stopping %s pid=%s failed; killing it", proc.what, proc.pid)
                 with contextlib.suppress(Exception):
