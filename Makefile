@@ -17,7 +17,7 @@ $(BIN)/smsc-mailer: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/smsc-mailer demo
+	$(BIN)/smsc-mailer-dev demo
 
 test: install
 	$(PYTEST) -q -n $(TEST_WORKERS) --dist worksteal
@@ -29,17 +29,18 @@ integration: install
 	$(PYTEST) -q tests/integration
 
 chaos: install
-	$(BIN)/smsc-mailer chaos
+	$(BIN)/smsc-mailer-dev chaos
 
 bench: install
-	$(BIN)/smsc-mailer bench
+	$(BIN)/smsc-mailer-dev bench
 
 bench-quick: install
-	$(BIN)/smsc-mailer bench --quick
+	$(BIN)/smsc-mailer-dev bench --quick
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy scheduler worker/smsc
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -8,7 +8,7 @@ Never the system's Redis: every server here is a private ``redis-server`` starte
 - ``make_redis(**kw)`` — extra private servers (``appendonly=True``...), stopped after the test.
 - ``make_simulator(**kw)`` / ``simulator`` — the provider simulator over HTTP.
 - ``celery_stack(**kw)`` — workers and beats against a Redis and a simulator (by default the session
-  server and a fresh simulator); ``kw`` go to :class:`worker.stack.Stack`.
+  server and a fresh simulator); ``kw`` go to :class:`worker.dev.stack.Stack`.
 
 A fixture that cannot start its process fails the test with what failed and the log tail.
 """
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from worker.stack import RedisServer, SimulatorProcess, Stack, StackError
+from worker.dev.stack import RedisServer, SimulatorProcess, Stack, StackError
 
 T = TypeVar("T")
 

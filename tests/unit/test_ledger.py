@@ -26,7 +26,7 @@ from scheduler.keys import Keys, batch_ref
 from scheduler.ledger import Begin, Ledger, Outcome
 from scheduler.recovery import ensure_recovered
 from scheduler.spreading import PlanOptions
-from worker.stack import RedisServer
+from worker.dev.stack import RedisServer
 
 T = 1_700_000_000_000
 ACCT = "acct"

@@ -18,9 +18,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from worker.smsc import simserver, simulator
-from worker.smsc.simserver import serve
-from worker.smsc.simulator import BREACHES, SimConfig, Simulator
+import worker.sim as sim_package
+import worker.sim.core as sim_core
+import worker.sim.server as sim_server
+from worker.sim import BREACHES, SimConfig, SimTransport, Simulator
+from worker.sim.server import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"login": "demo", "psw": "demo-password"}
@@ -57,7 +59,7 @@ def sim(clock: Clock) -> Simulator:
 
 @pytest.fixture
 def client(sim: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(transport=sim.transport(), base_url="http://smsc.test", timeout=5.0) as c:
+    with httpx.Client(transport=SimTransport(sim), base_url="http://smsc.test", timeout=5.0) as c:
         yield c
 
 
@@ -243,7 +245,7 @@ def test_more_than_five_identical_cost_requests_a_minute_is_error_9(
 
 def test_fifteen_concurrent_requests_of_one_login_get_error_9() -> None:
     sim = Simulator(SimConfig(latency_ms=600))
-    transport = sim.transport()
+    transport = SimTransport(sim)
     start = threading.Barrier(15)
     bodies: list[str] = []
 
@@ -361,7 +363,7 @@ def test_five_wrong_passwords_in_30_minutes_block_for_30_minutes(sim: Simulator,
 def test_delayed_answer_records_the_message_but_answers_after_the_client_timeout(
         sim: Simulator, clock: Clock) -> None:
     sim.configure(delayed_answer_rate=1.0, delayed_answer_s=40)
-    with httpx.Client(transport=sim.transport(), base_url="http://smsc.test", timeout=30) as c:
+    with httpx.Client(transport=SimTransport(sim), base_url="http://smsc.test", timeout=30) as c:
         with pytest.raises(httpx.ReadTimeout):
             c.post("/sys/send.php", data={**AUTH, "phones": PHONE, "mes": "late", "id": "9"})
     assert clock.slept == [30]
@@ -446,12 +448,12 @@ def test_summary_counts_messages_duplicates_requests_and_errors(sim: Simulator, 
 
 
 @pytest.fixture
-def server() -> Iterator[simserver.SimServer]:
+def server() -> Iterator[sim_server.SimServer]:
     with serve(Simulator(SimConfig(seed=3))) as srv:
         yield srv
 
 
-def test_served_over_a_socket_with_keep_alive_and_control_endpoints(server: simserver.SimServer) -> None:
+def test_served_over_a_socket_with_keep_alive_and_control_endpoints(server: sim_server.SimServer) -> None:
     with httpx.Client(base_url=server.url, timeout=5) as c:
         started = time.perf_counter()
         for n in range(40):  # without TCP_NODELAY each keep-alive exchange would stall ~40 ms
@@ -475,7 +477,7 @@ def test_served_over_a_socket_with_keep_alive_and_control_endpoints(server: sims
         assert c.get("/_sim/summary").json()["messages"] == 0
 
 
-def test_faults_over_a_socket_reset_and_delayed_answer(server: simserver.SimServer) -> None:
+def test_faults_over_a_socket_reset_and_delayed_answer(server: sim_server.SimServer) -> None:
     server.sim.configure(reset_rate=1.0)
     with httpx.Client(base_url=server.url, timeout=5) as c:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
@@ -490,7 +492,7 @@ def test_faults_over_a_socket_reset_and_delayed_answer(server: simserver.SimServ
 
 def test_cli_prints_the_url_serves_and_stops_cleanly_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.smsc.simserver", "--port", "0", "--latency-ms", "1", "--login", "acme",
+        [sys.executable, "-m", "worker.sim.server", "--port", "0", "--latency-ms", "1", "--login", "acme",
          "--password", "pw", "--balance", "10", "--seed", "1", "--error-rate", "9=0"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -510,5 +512,7 @@ def test_cli_prints_the_url_serves_and_stops_cleanly_on_sigterm() -> None:
 
 
 def test_public_surface() -> None:
-    assert simulator.__all__ == ["BREACHES", "SimConfig", "SimResponse", "Simulator"]
-    assert simserver.__all__ == ["SimServer", "main", "run", "serve"]
+    assert sim_core.__all__ == ["BREACHES", "SimConfig", "SimResponse", "Simulator"]
+    assert sim_server.__all__ == ["SimServer", "main", "run", "serve"]
+    assert sim_package.__all__ == ["BREACHES", "SimConfig", "SimResponse", "SimServer", "SimTransport", "Simulator",
+                                   "serve"]

@@ -19,12 +19,12 @@ from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.guards import Guards
 from scheduler.intake import iter_phones_file, iter_recipients
 from scheduler.keys import Keys
-from worker.benchload import write_phones_file
-from worker.benchreport import evaluate
+from worker.dev.bench.load import write_phones_file
+from worker.dev.bench.report import evaluate
+from worker.dev.stack import RedisServer
+from worker.sim import SimConfig, SimTransport, Simulator
 from worker.smsc import protocol
 from worker.smsc.client import SmscClient
-from worker.smsc.simulator import SimConfig, Simulator
-from worker.stack import RedisServer
 
 ACCT = "acct"
 
@@ -87,7 +87,7 @@ def test_the_client_reports_the_end_of_the_exchange_before_it_reads_the_answer()
         return parse(body, **kw)  # type: ignore[call-overload]
 
     client = SmscClient(base_url="http://sim", login="demo", password=SecretStr("demo-password"),
-                        transport=sim.transport())
+                        transport=SimTransport(sim))
     import worker.smsc.client as mod
 
     original = mod.parse_send
@@ -105,7 +105,7 @@ def test_the_end_of_the_exchange_is_reported_when_the_request_fails_too() -> Non
     sim = Simulator(SimConfig(reset_rate=1.0))
     calls: list[str] = []
     client = SmscClient(base_url="http://sim", login="demo", password=SecretStr("demo-password"),
-                        transport=sim.transport())
+                        transport=SimTransport(sim))
     try:
         client.send(lines=[(["+79001234567"], "hi")], request_id="r-1", on_answer=lambda: calls.append("x"))
     except Exception:  # noqa: S110 - the classified error is not what this test is about

@@ -1,1 +1,1 @@
-"""The SMSC HTTP API: client, wire format, errors and the provider simulator (no Celery, no Redis)."""
+"""The SMSC HTTP API client: wire format, errors, encoding (no Celery, no Redis). The simulator is :mod:`worker.sim`."""

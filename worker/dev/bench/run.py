@@ -22,7 +22,7 @@ Workloads:
    less its first and last 0.5 s; CPU of the workers (pool children included) and of Redis
    (``INFO cpu``, the broker's work included) per 1,000,000 recipients sent; and the lag.
 3. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
-   recipient; (b) one Celery task per recipient (:mod:`worker.benchapps`, 2 workers, same pool and
+   recipient; (b) one Celery task per recipient (:mod:`worker.dev.bench.baseline_app`, 2 workers, same pool and
    concurrency); (c) a bare load generator keeping 14 requests of the same batch size in flight.
 
 **Lag.** Without spreading, every batch of the campaign is due at the enqueue time, so due-to-sent
@@ -49,11 +49,11 @@ from typing import Any
 
 import redis
 
-from worker import benchload as load
-from worker.benchprofile import Profiler, py_spy
-from worker.benchprofile import summary as profile_summary
-from worker.benchreport import evaluate, render_table
-from worker.stack import CeleryBeat, CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
+from worker.dev.bench import load
+from worker.dev.bench.profile import Profiler, py_spy
+from worker.dev.bench.profile import summary as profile_summary
+from worker.dev.bench.report import evaluate, render_table
+from worker.dev.stack import CeleryBeat, CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
 
 __all__ = ["Sizes", "run_bench"]
 
@@ -256,10 +256,10 @@ def one_task_per_recipient(stack: Stack, sim: SimulatorProcess, count: int, pool
                            concurrency: int) -> dict[str, Any]:
     from celery import Celery
 
-    from worker.benchapps import QUEUE, TASK
+    from worker.dev.bench.baseline_app import QUEUE, TASK
 
     sim.reset()
-    workers = [CeleryWorker(env=stack.env, name=f"one{i}", app="worker.benchapps", pool=pool,
+    workers = [CeleryWorker(env=stack.env, name=f"one{i}", app="worker.dev.bench.baseline_app", pool=pool,
                             concurrency=concurrency, workdir=stack.workdir) for i in (1, 2)]
     try:
         for w in workers:

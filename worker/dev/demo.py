@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from worker.stack import Stack, StackError
+from worker.dev.stack import Stack, StackError
 
 __all__ = ["run_demo"]
 

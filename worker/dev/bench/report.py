@@ -1,6 +1,6 @@
 """The benchmark's verdicts and its table: every figure against its target, and by how much it missed.
 
-:func:`evaluate` turns the raw results of :mod:`worker.bench` into rows (figure, value, target, met,
+:func:`evaluate` turns the raw results of :mod:`worker.dev.bench.run` into rows (figure, value, target, met,
 missed by, why); :func:`render_table` prints them. A missed target carries the explanation from
 :data:`WHY_MISSED` — what the profile showed and what would close the gap — so the JSON says it too.
 """
@@ -113,7 +113,7 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render_table(res: dict[str, Any]) -> str:
     m = res["machine"]
-    head = (f"smsc-mailer bench ({res['size']}: {res['lines']:,} lines) on {m['nproc']} × {m['cpu_model']}, "
+    head = (f"smsc-mailer-dev bench ({res['size']}: {res['lines']:,} lines) on {m['nproc']} × {m['cpu_model']}, "
             f"{m['ram_gib']} GiB RAM, Redis {m.get('redis', '?')}, Python {m['python']}; "
             f"{res['setup']['workers']} workers × {res['setup']['concurrency']} ({res['setup']['pool']}), "
             f"simulator {res['setup']['simulator_latency_ms']} ms, {res['setup']['slots']} slots; "

@@ -1,6 +1,6 @@
 """The provider's rules as pure functions: parameter checks, the ``list`` syntax, and answer formats.
 
-Used by :mod:`worker.smsc.simulator`; no state, no clock, no I/O. Everything here follows
+Used by :mod:`worker.sim.core`; no state, no clock, no I/O. Everything here follows
 ``smsc-http-api.md``: the send answers for every ``fmt`` x ``cost`` (with the ``op=1`` details), the
 error answers with and without the message id, and the status/balance answers.
 """

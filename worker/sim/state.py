@@ -1,6 +1,6 @@
 """The simulator's memory: the compact record of accepted messages and the provider's one-minute windows.
 
-Neither class locks: :class:`worker.smsc.simulator.Simulator` calls them under its lock.
+Neither class locks: :class:`worker.sim.core.Simulator` calls them under its lock.
 
 Sizes, for a million messages: the record is columnar (``array`` columns, about 30 bytes a message,
 texts interned once), a phone is the integer ``int("1" + digits)`` (the leading 1 keeps leading zeros),
@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-from worker.smsc.simrules import normalize_phone
+from worker.sim.rules import normalize_phone
 
 __all__ = ["FLOOD_CHAIN_MAX", "WINDOW_MS", "Ledger", "Windows"]
 

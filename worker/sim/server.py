@@ -1,10 +1,10 @@
-"""The simulator over real sockets: a threaded HTTP/1.1 server, and ``python -m worker.smsc.simserver``.
+"""The simulator over real sockets: a threaded HTTP/1.1 server, and ``python -m worker.sim.server``.
 
 ``serve(sim)`` starts a :class:`SimServer` on a background thread and returns it (``.url``, ``.port``,
 ``.close()``, a context manager). The CLI prints one line, ``simulator listening on http://HOST:PORT``,
 and serves until SIGTERM or SIGINT::
 
-    python -m worker.smsc.simserver --port 0 --latency-ms 200 --login demo --password demo-password
+    python -m worker.sim.server --port 0 --latency-ms 200 --login demo --password demo-password
 
 Keep-alive matters for throughput figures: every answer carries ``Content-Length``, and the handler sets
 TCP_NODELAY (``disable_nagle_algorithm``), without which a keep-alive exchange stalls ~40 ms on delayed
@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Final
 
-from worker.smsc.simhttp import route
-from worker.smsc.simulator import SimConfig, SimResponse, Simulator
+from worker.sim.core import SimConfig, SimResponse, Simulator
+from worker.sim.transport import route
 
 __all__ = ["SimServer", "main", "run", "serve"]
 
@@ -174,7 +174,7 @@ def _error_rate(text: str) -> tuple[int, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SimConfig()
-    p = argparse.ArgumentParser(prog="python -m worker.smsc.simserver",
+    p = argparse.ArgumentParser(prog="python -m worker.sim.server",
                                 description="Serve a simulator of the SMSC HTTP API.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a free port (the line printed names it)")
@@ -237,7 +237,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m worker.smsc.simserver``."""
+    """Entry point of ``python -m worker.sim.server``."""
     return run(argv)
 
 

@@ -1,7 +1,7 @@
 """A production-quality simulator of the SMSC HTTP API: one core mapping a request to the provider's answer.
 
-:class:`Simulator` has no sockets: :func:`worker.smsc.simserver.serve` serves it over HTTP (integration
-tests, the demo, the benchmark) and :meth:`Simulator.transport` plugs it into an ``httpx.Client``
+:class:`Simulator` has no sockets: :func:`worker.sim.server.serve` serves it over HTTP (integration
+tests, the demo, the benchmark) and :class:`worker.sim.transport.SimTransport` plugs it into an ``httpx.Client``
 (unit tests). It answers ``/sys/send.php``, ``/rest/send/``, ``/sys/status.php`` and ``/sys/balance.php``
 as ``smsc-http-api.md`` describes, enforces and **counts** the provider's anti-abuse rules as breaches,
 injects faults, and records every accepted message compactly (about 40 bytes a message plus one entry
@@ -25,14 +25,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from worker.smsc import simrules as rules
+from worker.sim import rules
+from worker.sim.state import Ledger, Windows
 from worker.smsc.encoding import count_segments
-from worker.smsc.simstate import Ledger, Windows
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = ["BREACHES", "SimConfig", "SimResponse", "Simulator"]
 
@@ -217,12 +214,6 @@ class Simulator:
     def balance(self) -> Decimal:
         with self._lock:
             return self._balance
-
-    def transport(self) -> httpx.BaseTransport:
-        """An ``httpx`` transport that calls this simulator in-process (for unit tests of the client)."""
-        from worker.smsc.simhttp import SimTransport
-
-        return SimTransport(self)
 
     # -- the request -----------------------------------------------------------------------------
 

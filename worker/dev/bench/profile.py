@@ -1,4 +1,4 @@
-"""``smsc-mailer bench --profile DIR``: py-spy on the workers while a campaign is sent.
+"""``smsc-mailer-dev bench --profile DIR``: py-spy on the workers while a campaign is sent.
 
 py-spy is a development tool (the ``dev`` extra), never a runtime dependency: without it the option
 says so and the benchmark runs unprofiled. It samples the workers (pool children included) at 100 Hz,

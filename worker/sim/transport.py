@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from worker.smsc.simulator import SimResponse, Simulator
+from worker.sim.core import SimResponse, Simulator
 
 __all__ = ["MAX_RECORD_PAGE", "SimTransport", "parse_params", "route"]
 

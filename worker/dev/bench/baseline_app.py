@@ -1,6 +1,6 @@
 """Baseline (b) of the benchmark: the common Celery way, one task per recipient.
 
-``celery -A worker.benchapps worker`` runs it. Each ``bench.send_one(phone, text)`` task POSTs one
+``celery -A worker.dev.bench.baseline_app worker`` runs it. Each ``bench.send_one(phone, text)`` task POSTs one
 recipient to ``send.php`` (``phones=one``, ``mes=text``) with a keep-alive client per process — the
 code a team writes first. No ledger, no guards, no global cap on requests in flight: what the
 benchmark compares smsc-mailer with. Not part of the product; only the benchmark starts it.

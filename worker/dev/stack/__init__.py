@@ -4,7 +4,7 @@ Everything here starts a real OS process on a free port of 127.0.0.1 and stops w
 
 - :class:`RedisServer` — a private ``redis-server`` started with explicit arguments only (never a config
   file, never the system's default server on 6379): ``--save ""``, optional AOF, ``noeviction``.
-- :class:`SimulatorProcess` — ``python -m worker.smsc.simserver``, the provider simulator over HTTP.
+- :class:`SimulatorProcess` — ``python -m worker.sim.server``, the provider simulator over HTTP.
 - :class:`CeleryWorker`, :class:`CeleryBeat` — ``celery -A worker worker|beat``.
 - :class:`Stack` — all of the above wired together through the environment of the children.
 
@@ -459,7 +459,7 @@ class RedisServer(_Process):
 
 
 class SimulatorProcess(_Process):
-    """The provider simulator over HTTP: ``python -m worker.smsc.simserver`` on a free port."""
+    """The provider simulator over HTTP: ``python -m worker.sim.server`` on a free port."""
 
     what = "simulator"
 
@@ -497,7 +497,7 @@ class SimulatorProcess(_Process):
 
     def argv(self) -> list[str]:
         return [
-            sys.executable, "-m", "worker.smsc.simserver",
+            sys.executable, "-m", "worker.sim.server",
             "--host", HOST,
             "--port", str(self.port),
             "--latency-ms", str(self.latency_ms),

@@ -1,6 +1,6 @@
 """``make chaos``: nothing lost, nothing twice — with real processes and real faults.
 
-Each scenario brings up its own :class:`worker.stack.Stack` (a private redis-server with AOF,
+Each scenario brings up its own :class:`worker.dev.stack.Stack` (a private redis-server with AOF,
 ``appendfsync everysec``; the provider simulator; Celery workers and beat as real processes), enqueues
 one campaign, injects its fault while the campaign runs, waits for the campaign to end, and compares
 what the simulator recorded with the recipients:
@@ -39,7 +39,7 @@ import redis
 from pydantic import SecretStr
 
 from scheduler.keys import text
-from worker.stack import Stack
+from worker.dev.stack import Stack
 
 __all__ = [
     "LOGIN",
