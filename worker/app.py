@@ -13,7 +13,12 @@ from celery import Celery
 
 from worker.settings import ConfigError, Settings, get_settings
 
-__all__ = ["app"]
+__all__ = ["app", "queue_name"]
+
+
+def queue_name(namespace: str) -> str:
+    """The Celery queue of a namespace: ``smsc`` for the default one, ``smsc.<namespace>`` otherwise."""
+    return "smsc" if namespace == "smsc" else f"smsc.{namespace}"
 
 
 def _settings_or_exit() -> Settings:
@@ -43,7 +48,8 @@ app.conf.update(
     # Flower: task events on.
     worker_send_task_events=True,
     task_send_sent_event=True,
-    task_default_queue="smsc",
+    # One queue per namespace: deployments sharing a Redis never take each other's batches.
+    task_default_queue=queue_name(_s.smsc_namespace),
     task_time_limit=int(_s.lease_s),
     task_soft_time_limit=int(_s.lease_s) - 5,
     worker_hijack_root_logger=True,

@@ -37,16 +37,22 @@ class CampaignInfo:
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    """Everything one process needs to send: Redis, the ledger and guards, the provider client.
+
+    Built from the settings; ``redis`` and ``client`` may be handed in (tests give a client on the
+    simulator's in-process transport, or a Redis client of a private server)."""
+
+    def __init__(self, settings: Settings, *, redis: redis.Redis | None = None,
+                 client: SmscClient | None = None) -> None:
         self.settings = settings
-        self.redis = redis_client(settings.redis_url)
+        self.redis = redis if redis is not None else redis_client(settings.redis_url)
         self.keys = Keys(settings.smsc_namespace)
         scripts = Scripts(self.redis)
         self.ledger = Ledger(self.redis, self.keys, scripts=scripts)
         self.guards = Guards(self.redis, self.keys, scripts=scripts,
                              account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)))
         self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
-        self._client: SmscClient | None = None
+        self._client: SmscClient | None = client
         # This process's credentials had a good answer from the provider: until then its requests go
         # out one at a time for the whole account (the semaphore's probe), so that a wrong password
         # (a worker restarted with a typo) is refused once, not once per slot.
