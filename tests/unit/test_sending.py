@@ -20,7 +20,7 @@ from scheduler.campaigns import CampaignSpec
 from worker.runtime import Runtime
 from worker.sending import process_batch
 from worker.settings import Settings
-from worker.sim import SimConfig, Simulator, SimTransport
+from worker.sim import SimConfig, SimTransport, Simulator
 from worker.smsc.client import SmscClient
 
 LOGIN, PASSWORD = "acme", "acme-password"
