@@ -19,6 +19,14 @@ Environment variables (the public contract):
                        (default: 2 × SMSC_TIMEOUT + 15)
 ``SMSC_WINDOW``        batches handed to workers at once, all workers together (default 32)
 ``SMSC_BACKOFF``       seconds of the first account-wide back-off after error 4 (default 30)
+``SMSC_SETTLE_HORIZON`` seconds after a request's deadline before an unknown outcome is read from
+                       status.php (default 120): the provider may still be processing a request we gave
+                       up on, and status.php may lag behind acceptance
+``SMSC_MAX_ATTEMPTS``  executions of one batch that end without an outcome (a crash, an unexpected
+                       error) before the batch is quarantined: its recipients fail with the reason (default 5)
+``SMSC_STATUS_STRICT`` ``1``: read status.php's "more than one mass request a minute" strictly (one mass
+                       request a minute per login, whatever it asks); default ``0``: the same mass request
+                       at most once a minute
 ``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
 ``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
 =====================  ==========================================================================
@@ -61,6 +69,14 @@ class Settings(BaseSettings):
     # next batch is already in the broker, few enough that a lost message costs little.
     smsc_window: int = Field(default=32, ge=1, le=10_000)
     smsc_backoff: float = Field(default=30.0, gt=0, le=3600)
+    # 120 s: a list of 500 numbers is processed in well under a second on a healthy provider; a request we
+    # gave up on (timeout) may still be accepted much later on a loaded one, and status.php lags behind
+    # acceptance. Settling earlier risks a -3 for a message that is about to be taken: a duplicate.
+    smsc_settle_horizon: float = Field(default=120.0, ge=0, le=3600)
+    # 5: a batch that keeps crashing its execution (bad stored input, a bug) must not loop for ever, and
+    # each attempt may count toward the subscribers' flood chains; five covers a few worker kills.
+    smsc_max_attempts: int = Field(default=5, ge=1, le=100)
+    smsc_status_strict: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
