@@ -1,4 +1,4 @@
-"""Fixtures: real processes on free ports of 127.0.0.1 (see ``worker/stack.py``).
+"""Fixtures: real processes on free ports of 127.0.0.1 (see :mod:`worker.dev.stack`).
 
 Never the system's Redis: every server here is a private ``redis-server`` started for the tests, so a
 ``FLUSHDB`` on it touches nobody else's data.

@@ -123,7 +123,7 @@ def test_a_server_that_cannot_start_fails_with_its_log_tail(tmp_path: Path) -> N
 
 def test_a_taken_port_is_not_mistaken_for_our_server(redis_server: RedisServer, tmp_path: Path) -> None:
     intruder = RedisServer(port=redis_server.port, dir=tmp_path, ready_timeout_s=5)
-    with pytest.raises(stack.StackError, match="exited"):
+    with pytest.raises(stack.StackError, match="already answers on its port"):
         intruder.start()
     assert redis_server.client().ping()
 
@@ -172,6 +172,47 @@ def test_child_env_drops_the_app_settings_of_the_parent(monkeypatch: pytest.Monk
     env = stack.child_env({"SMSC_LOGIN": "demo"})
     assert "SMSC_APIKEY" not in env and "REDIS_URL" not in env
     assert env["SMSC_LOGIN"] == "demo" and env["PYTHONUNBUFFERED"] == "1"
+    # the children import this checkout: its root (the folder that holds worker/) leads PYTHONPATH
+    root = Path(env["PYTHONPATH"].split(os.pathsep)[0])
+    assert (root / "worker" / "dev" / "stack" / "__init__.py").is_file()
+
+
+def test_a_started_child_gets_the_given_environment_not_the_parents_settings(
+    monkeypatch: pytest.MonkeyPatch, make_simulator: Callable[..., stack.SimulatorProcess]
+) -> None:
+    monkeypatch.setenv("SMSC_PASSWORD", "real-password-from-a-shell")
+    sim = make_simulator(env={"SMSC_MARK": "given"})
+    environ = psutil.Process(sim.pid).environ()
+    assert "SMSC_PASSWORD" not in environ and environ["SMSC_MARK"] == "given"
+
+
+def test_a_frozen_redis_answers_nothing_until_thawed_and_keeps_its_data(
+    make_redis: Callable[..., RedisServer],
+) -> None:
+    server = make_redis(appendonly=True)
+    client = server.client(socket_timeout=0.5)
+    client.set("k", "v")
+    server.freeze()
+    assert psutil.Process(server.pid).status() == psutil.STATUS_STOPPED
+    with pytest.raises(redis.TimeoutError):
+        client.get("k")
+    server.thaw()
+    assert client.get("k") == b"v"
+    server.freeze()
+    pid = server.pid
+    server.stop()  # a frozen server still stops cleanly (thawed first)
+    assert not server.running and _gone([pid])
+    client.close()
+
+
+def test_faketime_env_puts_a_childs_wall_clock_ahead_and_leaves_its_monotonic_clock(tmp_path: Path) -> None:
+    code = "import time; print(time.time(), time.monotonic())"
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", code], env=stack.child_env(stack.faketime_env(5)),
+                         capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    wall, mono = float(out[0]), float(out[1])
+    assert 4.5 < wall - before < 7, wall - before
+    assert abs(mono - time.monotonic()) < 5  # the same clock as ours, not shifted
 
 
 def test_stack_without_processes_starts_a_private_aof_redis_and_cleans_up(
@@ -249,3 +290,11 @@ def test_celery_stack_starts_workers_and_beat_and_kill_leaves_no_pool_process(
     ]
     st.stop()
     assert _gone(everything)
+
+
+def test_a_worker_runs_with_its_clock_offset(celery_stack: Callable[..., stack.Stack]) -> None:
+    st = celery_stack(workers=0, beats=0)
+    w = st.add_worker(clock_offset_s=5, concurrency=1)
+    environ = psutil.Process(w.pid).environ()
+    assert environ["FAKETIME"] == "+5s" and "libfaketime" in environ["LD_PRELOAD"]
+    assert all(c.environ().get("FAKETIME") == "+5s" for c in w.children())
