@@ -7,10 +7,13 @@ as ``smsc-http-api.md`` describes, enforces and **counts** the provider's anti-a
 injects faults, and records every accepted message compactly (about 40 bytes a message plus one entry
 per distinct phone, so a million messages fit in a couple of hundred megabytes).
 
-Timing model: a request is *in flight* from its arrival until its answer is ready. The configured
-latency is the provider's processing time, spent inside :meth:`Simulator.handle` while the request
-counts as in flight; ``SimResponse.delay_s`` (the delayed-answer fault) is spent by the caller after the
-answer is ready, when the request no longer counts.
+Timing model: a request is *in flight* from its arrival (:meth:`Simulator.arrive`, where the concurrency
+limits are judged) until its answer is ready (:meth:`SimRequest.finish`). Its processing time — the
+configured latency, plus ``slow_accept_s`` for the slow share of the send requests — is spent before the
+other rules are judged and the messages accepted, and while the request counts as in flight; whoever
+serves the request may stop waiting for it (:meth:`SimRequest.mark_client_gone`) and the messages are
+still accepted at the end. ``SimResponse.delay_s`` (the delayed-answer fault) is spent by the caller
+after the answer is ready, when the request no longer counts.
 """
 
 from __future__ import annotations
@@ -22,117 +25,35 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
 from worker.sim import rules
+from worker.sim.config import SimConfig
 from worker.sim.state import Ledger, Windows
 from worker.smsc.encoding import count_segments
 
-__all__ = ["BREACHES", "SimConfig", "SimResponse", "Simulator"]
+__all__ = ["BREACHES", "SimConfig", "SimRequest", "SimResponse", "Simulator"]
 
 # Every breach the summary reports, always present (0 when none happened).
 BREACHES: Final = ("identical_send", "identical_cost", "concurrency", "flood", "status_rate",
-                   "ip_blocked", "auth_block")
+                   "status_concurrency", "status_mass", "balance_rate", "ip_blocked", "auth_block")
 SEND_PATHS: Final = frozenset({"/sys/send.php", "/rest/send/"})
 STATUS_PATH: Final = "/sys/status.php"
 BALANCE_PATH: Final = "/sys/balance.php"
+API_PATHS: Final = SEND_PATHS | {STATUS_PATH, BALANCE_PATH}
 
 MAX_CONCURRENT: Final = 15  # the 15th concurrent request of a login is refused (error 9)
-ERRORS_BEFORE_BLOCK: Final = 100  # erroneous send requests in a row before the IP is blocked ...
+MAX_STATUS_CONCURRENT: Final = 5  # ... and the 5th concurrent status request ("too many concurrent requests")
+ERRORS_BEFORE_BLOCK: Final = 100  # error answers (any endpoint) in a row before the IP is blocked ...
 ERROR_BLOCK_MS: Final = 10 * 60_000  # ... for 10 minutes (provider FAQ)
 AUTH_FAILS_BEFORE_BLOCK: Final = 5  # wrong-password answers within AUTH_WINDOW_MS before a block ...
 AUTH_WINDOW_MS: Final = 30 * 60_000
 AUTH_BLOCK_MS: Final = 30 * 60_000  # ... of 30 minutes (provider FAQ)
 MSK_OFFSET_S: Final = 3 * 3600  # last_date is written in Moscow time, like the provider's
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """The simulated account and the injected faults; every rate is a probability 0..1 per request.
-
-    ``error_rates`` maps a provider error code (1..9) to the probability that a send request is answered
-    with it instead of being accepted. ``reset_rate``: the connection is closed without an answer and
-    nothing is accepted. ``delayed_answer_rate``: the messages are accepted and recorded, but the answer
-    comes only after ``delayed_answer_s`` (past the client's timeout). ``allowed_senders`` ``None``
-    accepts any well-formed sender; ``forbidden_words`` in a text answer error 6;
-    ``undeliverable_prefixes`` make numbers answer error 8.
-    """
-
-    login: str = "demo"
-    password: str = field(default="demo-password", repr=False)
-    apikey: str | None = field(default=None, repr=False)
-    balance: Decimal = Decimal("1000000")
-    price_per_part: Decimal = Decimal("1.50")
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    error_rates: Mapping[int, float] = field(default_factory=dict)
-    http500_rate: float = 0.0
-    reset_rate: float = 0.0
-    delayed_answer_rate: float = 0.0
-    delayed_answer_s: float = 35.0  # past the client's default 30 s timeout
-    seed: int | None = None
-    allowed_senders: frozenset[str] | None = None
-    forbidden_words: tuple[str, ...] = ()
-    undeliverable_prefixes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "balance", Decimal(str(self.balance)))
-        object.__setattr__(self, "price_per_part", Decimal(str(self.price_per_part)))
-        rates = {int(code): float(rate) for code, rate in dict(self.error_rates).items()}
-        object.__setattr__(self, "error_rates", rates)
-        for code, rate in rates.items():
-            if not 1 <= code <= 9:
-                raise ValueError(f"error_rates: code {code} is not a provider error code (1..9)")
-            _check_rate(f"error_rates[{code}]", rate)
-        for name in ("http500_rate", "reset_rate", "delayed_answer_rate"):
-            _check_rate(name, float(getattr(self, name)))
-        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.delayed_answer_s < 0:
-            raise ValueError("latency_ms, latency_jitter_ms and delayed_answer_s must be >= 0")
-        if self.allowed_senders is not None:
-            object.__setattr__(self, "allowed_senders", frozenset(self.allowed_senders))
-        object.__setattr__(self, "forbidden_words", tuple(self.forbidden_words))
-        object.__setattr__(self, "undeliverable_prefixes", tuple(self.undeliverable_prefixes))
-
-    def replace(self, changes: Mapping[str, Any]) -> SimConfig:
-        """A copy with ``changes`` applied, JSON-friendly: ``{"error_rates": {"9": 0.2}, "balance": "5"}``."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
-        values = dict(changes)
-        if values.get("allowed_senders") is not None:
-            values["allowed_senders"] = frozenset(values["allowed_senders"])
-        for name in ("forbidden_words", "undeliverable_prefixes"):
-            if name in values:
-                values[name] = tuple(values[name])
-        try:
-            return dataclasses.replace(self, **values)
-        except (TypeError, ArithmeticError) as exc:
-            raise ValueError(str(exc)) from exc
-
-    def public(self) -> dict[str, Any]:
-        """The config as JSON-ready data, secrets masked."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("password", "apikey"):
-                value = None if value is None else "***"
-            elif isinstance(value, Decimal):
-                value = str(value)
-            elif isinstance(value, frozenset | tuple):
-                value = sorted(value) if isinstance(value, frozenset) else list(value)
-            elif f.name == "error_rates":
-                value = {str(k): v for k, v in value.items()}
-            out[f.name] = value
-        return out
-
-
-def _check_rate(name: str, rate: float) -> None:
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"{name} must be a probability 0..1, got {rate}")
+NOT_FOUND_TEXT: Final = "message not found"  # status.php's error 3
 
 
 @dataclass(frozen=True)
@@ -153,16 +74,67 @@ _CONTENT_TYPES: Final = {0: "text/plain; charset=utf-8", 1: "text/plain; charset
 class _Answer(Exception):
     """Internal: stop processing and answer provider error ``code`` (``breach`` counted if given)."""
 
-    def __init__(self, code: int, *, breach: str | None = None, message_id: str | None = None) -> None:
+    def __init__(self, code: int, *, breach: str | None = None, message_id: str | None = None,
+                 text: str | None = None) -> None:
         super().__init__(code)
-        self.code, self.breach, self.message_id = code, breach, message_id
+        self.code, self.breach, self.message_id, self.text = code, breach, message_id, text
+
+
+class SimRequest:
+    """One request that has arrived: in flight until :meth:`finish` has its answer.
+
+    ``processing_s`` is the provider's processing time still to spend (0 for a request answered at the
+    door). :meth:`finish` spends it (``wait``, the simulator's ``sleep`` by default), then judges the
+    rules, accepts the messages and answers. :meth:`mark_client_gone` says that nobody waits for the
+    answer any more; messages accepted after that are counted in ``accepted_after_client_gone``.
+    """
+
+    def __init__(self, sim: Simulator, answer: SimResponse | None = None, *,
+                 work: Callable[[], tuple[SimResponse, bool]] | None = None, processing_s: float = 0.0,
+                 login: str = "", status: bool = False, generation: int = 0) -> None:
+        self._sim = sim
+        self._answer = answer
+        self._work = work
+        self.processing_s = processing_s
+        self.login, self.status, self.generation = login, status, generation
+        self._gone = False
+        self._accepted = False
+
+    @property
+    def client_gone(self) -> bool:
+        return self._gone
+
+    def mark_client_gone(self) -> None:
+        """Nobody will read this answer (the client timed out or disconnected)."""
+        with self._sim._lock:
+            self._gone = True
+
+    def finish(self, wait: Callable[[float], None] | None = None) -> SimResponse:
+        """Spend the processing time, then answer (and accept) exactly once; later calls repeat the answer."""
+        if self._work is None:
+            if self._answer is None:
+                raise RuntimeError("SimRequest.finish: the request is still being processed")
+            return self._answer
+        work, self._work = self._work, None
+        sim = self._sim
+        try:
+            if self.processing_s > 0:
+                (wait or sim.sleep)(self.processing_s)
+            with sim._lock:
+                answer, accepted = work()
+                self._answer, self._accepted = answer, accepted
+                if accepted and self._gone:
+                    sim._accepted_after_gone += 1
+        finally:
+            sim._release(self)
+        return answer
 
 
 class Simulator:
     """The simulated provider: ``handle()`` a request, read ``summary()`` and ``record()``.
 
-    Thread-safe: one lock guards the state; the latency is slept outside it. ``clock`` (seconds since
-    the epoch) and ``sleep`` are injectable so that unit tests can step time.
+    Thread-safe: one lock guards the state; the processing time is slept outside it. ``clock`` (seconds
+    since the epoch) and ``sleep`` are injectable so that unit tests can step time.
     """
 
     def __init__(self, config: SimConfig | None = None, *, clock: Callable[[], float] = time.time,
@@ -170,9 +142,12 @@ class Simulator:
         self._config = config if config is not None else SimConfig()
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._generation = 0
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self._generation += 1  # requests still in flight from before a reset no longer count
         self._rng = random.Random(self._config.seed)
         self._balance = self._config.balance
         self._ledger = Ledger()
@@ -181,9 +156,11 @@ class Simulator:
         self._requests = 0
         self._breaches = dict.fromkeys(BREACHES, 0)
         self._errors: dict[int, int] = {}
-        self._http500 = self._resets = self._delayed = 0
+        self._http500 = self._resets = self._delayed = self._slow = self._accepted_after_gone = 0
         self._inflight: dict[str, int] = {}
         self._peak: dict[str, int] = {}
+        self._status_inflight: dict[str, int] = {}
+        self._status_peak = 0
         self._errors_in_a_row: dict[str, int] = {}
         self._blocked_until: dict[str, int] = {}  # client ip -> ms
         self._auth_fails: dict[str, deque[int]] = {}  # client ip -> ms of wrong-password answers
@@ -209,85 +186,123 @@ class Simulator:
         """Forget every message, counter, window and block; the balance returns to ``config.balance``."""
         with self._lock:
             self._reset_state()
+            self._idle.notify_all()
 
     @property
     def balance(self) -> Decimal:
         with self._lock:
             return self._balance
 
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait (real time) until no request is in flight, e.g. one accepted after its client left."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not any(self._inflight.values()), timeout=timeout_s)
+
     # -- the request -----------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, params: Mapping[str, str], *,
                client_ip: str = "127.0.0.1") -> SimResponse:
         """Answer one API request as the provider would (``method`` is accepted for symmetry: GET = POST)."""
+        return self.arrive(method, path, params, client_ip=client_ip).finish()
+
+    def arrive(self, method: str, path: str, params: Mapping[str, str], *,
+               client_ip: str = "127.0.0.1") -> SimRequest:
+        """A request arrives: count it in flight, judge the concurrency limits, draw its processing time."""
         del method  # the provider reads GET query and POST body alike
-        if path not in SEND_PATHS and path not in (STATUS_PATH, BALANCE_PATH):
-            return SimResponse(404, "not found")
+        if path not in API_PATHS:
+            return SimRequest(self, SimResponse(404, "not found"))
         cfg = self._config
         login = self._login_of(params, cfg)
         fmt = _small_int(params.get("fmt"), 0, 3)
+        is_status = path == STATUS_PATH
         with self._lock:
             self._requests += 1
             inflight = self._inflight.get(login, 0) + 1
             self._inflight[login] = inflight
             self._peak[login] = max(self._peak.get(login, 0), inflight)
-            latency_s = self._latency_s(cfg)
-        try:
+            status_inflight = 0
+            if is_status:
+                status_inflight = self._status_inflight.get(login, 0) + 1
+                self._status_inflight[login] = status_inflight
+                self._status_peak = max(self._status_peak, status_inflight)
+            request = SimRequest(self, login=login, status=is_status, generation=self._generation)
+            processing_s = self._latency_s(cfg)
+            refusal: _Answer | None = None
             if inflight >= MAX_CONCURRENT:
-                with self._lock:  # refused at the door, without the processing time
-                    now_ms = int(self.clock() * 1000)
-                    return self._error(_Answer(9, breach="concurrency"), fmt if fmt is not None else 0,
-                                       path, login, client_ip, now_ms)
-            if latency_s > 0:
-                self.sleep(latency_s)
-            with self._lock:
-                return self._process(path, params, login, client_ip, fmt)
-        finally:
-            with self._lock:
-                self._inflight[login] -= 1
+                refusal = _Answer(9, breach="concurrency")
+            elif status_inflight >= MAX_STATUS_CONCURRENT:
+                refusal = _Answer(9, breach="status_concurrency")
+            if refusal is not None:  # refused at the door, without the processing time
+                answer = self._error(refusal, fmt if fmt is not None else 0, path, login, client_ip,
+                                     self._now_ms())
+                self._release_locked(request)
+                return SimRequest(self, answer)
+            if path in SEND_PATHS and cfg.slow_accept_rate and self._rng.random() < cfg.slow_accept_rate:
+                processing_s += cfg.slow_accept_s
+                self._slow += 1
+        request.processing_s = processing_s
+        request._work = lambda: self._process(path, params, login, client_ip, fmt)
+        return request
+
+    def _release(self, request: SimRequest) -> None:
+        with self._lock:
+            self._release_locked(request)
+
+    def _release_locked(self, request: SimRequest) -> None:
+        if request.generation != self._generation:
+            return
+        self._inflight[request.login] -= 1
+        if request.status:
+            self._status_inflight[request.login] -= 1
+        self._idle.notify_all()
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _process(self, path: str, params: Mapping[str, str], login: str, client_ip: str,
-                 fmt: int | None) -> SimResponse:
+                 fmt: int | None) -> tuple[SimResponse, bool]:
+        """The answer (under the lock, once the processing time is spent) and whether messages were accepted."""
         cfg = self._config
         if cfg.reset_rate and self._rng.random() < cfg.reset_rate:
             self._resets += 1
-            return SimResponse(0, "", reset=True)
+            return SimResponse(0, "", reset=True), False
         if cfg.http500_rate and self._rng.random() < cfg.http500_rate:
             self._http500 += 1
-            return SimResponse(500, "Internal Server Error")
-        now_ms = int(self.clock() * 1000)
+            return SimResponse(500, "Internal Server Error"), False
+        now_ms = self._now_ms()
         try:
             if self._blocked_until.get(client_ip, 0) > now_ms:
                 raise _Answer(4)
             self._authenticate(params, cfg, client_ip, now_ms)
             if fmt is None:
                 raise _Answer(1)
+            accepted = False
             if path in SEND_PATHS:
-                response = self._send(params, login, fmt, now_ms)
-                self._errors_in_a_row[login] = 0
-                return response
-            if path == STATUS_PATH:
-                return self._status(params, fmt, now_ms)
-            currency = params.get("cur") == "1"
-            return SimResponse(200, rules.balance_body(self._balance, fmt=fmt, currency=currency),
-                               content_type=_CONTENT_TYPES[fmt])
+                response, accepted = self._send(params, login, fmt, now_ms)
+            elif path == STATUS_PATH:
+                response = self._status(params, login, fmt, now_ms)
+            else:
+                response = self._balance_answer(params, login, fmt, now_ms)
+            self._errors_in_a_row[login] = 0  # any answer that is not an error ends the streak
+            return response, accepted
         except _Answer as answer:
-            return self._error(answer, fmt if fmt is not None else 0, path, login, client_ip, now_ms)
+            return self._error(answer, fmt if fmt is not None else 0, path, login, client_ip, now_ms), False
 
     def _error(self, answer: _Answer, fmt: int, path: str, login: str, client_ip: str,
                now_ms: int) -> SimResponse:
-        """Count an error answer (and its breach, and the send-error streak) and format it."""
+        """Count an error answer (its breach, and the error streak of every endpoint) and format it."""
+        del path  # every endpoint's errors count toward the block (provider FAQ)
         self._errors[answer.code] = self._errors.get(answer.code, 0) + 1
         if answer.breach is not None:
             self._breaches[answer.breach] += 1
-        if path in SEND_PATHS and answer.code != 4:
+        if answer.code != 4:
             streak = self._errors_in_a_row.get(login, 0) + 1
             self._errors_in_a_row[login] = streak
             if streak >= ERRORS_BEFORE_BLOCK:
                 self._errors_in_a_row[login] = 0
                 self._blocked_until[client_ip] = now_ms + ERROR_BLOCK_MS
                 self._breaches["ip_blocked"] += 1
-        body = rules.error_body(answer.code, fmt, answer.message_id)
+        body = rules.error_body(answer.code, fmt, answer.message_id, answer.text)
         return SimResponse(200, body, content_type=_CONTENT_TYPES[fmt])
 
     @staticmethod
@@ -323,14 +338,19 @@ class Simulator:
 
     # -- send.php --------------------------------------------------------------------------------
 
-    def _send(self, params: Mapping[str, str], login: str, fmt: int, now_ms: int) -> SimResponse:
+    def _send(self, params: Mapping[str, str], login: str, fmt: int, now_ms: int) -> tuple[SimResponse, bool]:
         cfg = self._config
         cost_mode = _small_int(params.get("cost"), 0, 3)
         given_id = params.get("id")
+        if given_id in ("", "0"):  # the official libraries send id=0 when the caller gives none
+            given_id = None
         if cost_mode is None or (given_id is not None and not rules.valid_id(given_id)):
             raise _Answer(1)
-        # Without an id the provider assigns one (echoed by errors 3, 6, 7, 8 and by the answer).
-        message_id = given_id if given_id is not None else str(next(self._auto_ids))
+        # Without an id the provider assigns one to a send (echoed by errors 3, 6, 7, 8 and by the answer);
+        # a cost request sends nothing and gets none ("0,-N" in fmt=1, as the official libraries expect).
+        message_id = given_id
+        if message_id is None and cost_mode != 1:
+            message_id = str(next(self._auto_ids))
         try:
             lines = rules.parse_lines(params)
             if "time" in params and params["time"].strip() and not rules.valid_time(params["time"]):
@@ -354,7 +374,7 @@ class Simulator:
         for line in lines:
             parts = self._ledger.parts_of(line.text, count_segments)
             for raw in line.phones:
-                digits = rules.normalize_phone(raw)
+                digits = rules.provider_phone(raw, autocorrect=cfg.autocorrect)
                 if digits is None:
                     outcomes.append(rules.Outcome(raw, Decimal(0), 22, 7, mccmnc=""))
                 elif any(digits.startswith(p.lstrip("+")) for p in cfg.undeliverable_prefixes):
@@ -373,7 +393,8 @@ class Simulator:
             if not self._windows.admit_cost(fingerprint, now_ms):
                 raise _Answer(9, breach="identical_cost")
             answer = rules.SendAnswer(None, cnt, total, self._balance, tuple(outcomes))
-            return self._send_response(answer, fmt, cost_mode, params)
+            return self._send_response(answer, fmt, cost_mode, params), False
+        assert message_id is not None  # a send always has one, given or assigned
         if not self._windows.admit_send(fingerprint, now_ms):
             raise _Answer(9, breach="identical_send")
         if total > self._balance:
@@ -386,8 +407,8 @@ class Simulator:
         response = self._send_response(answer, fmt, cost_mode, params)
         if cfg.delayed_answer_rate and self._rng.random() < cfg.delayed_answer_rate:
             self._delayed += 1
-            return dataclasses.replace(response, delay_s=cfg.delayed_answer_s)
-        return response
+            return dataclasses.replace(response, delay_s=cfg.delayed_answer_s), True
+        return response, True
 
     @staticmethod
     def _sender_ok(sender: str, cfg: SimConfig) -> bool:
@@ -401,29 +422,50 @@ class Simulator:
         body = rules.send_body(answer, fmt=fmt, cost_mode=cost_mode, op=params.get("op") == "1")
         return SimResponse(200, body, content_type=_CONTENT_TYPES[fmt])
 
-    # -- status.php ------------------------------------------------------------------------------
+    # -- status.php and balance.php --------------------------------------------------------------
 
-    def _status(self, params: Mapping[str, str], fmt: int, now_ms: int) -> SimResponse:
-        phones = [p.strip() for p in params.get("phone", "").split(",")]
-        ids = [i.strip() for i in params.get("id", "").split(",")]
-        if not all(phones) or not all(ids) or len(phones) != len(ids):
+    def _status(self, params: Mapping[str, str], login: str, fmt: int, now_ms: int) -> SimResponse:
+        cfg = self._config
+        raw_phones = params.get("phone", "").split(",")
+        raw_ids = params.get("id", "").split(",")
+        listed = len(raw_phones) > 1 or len(raw_ids) > 1  # the list form: any comma, even a trailing one
+        if listed and not raw_phones[-1].strip() and not raw_ids[-1].strip():
+            raw_phones, raw_ids = raw_phones[:-1], raw_ids[:-1]
+        phones = [p.strip() for p in raw_phones]
+        ids = [i.strip() for i in raw_ids]
+        if not phones or not all(phones) or not all(ids) or len(phones) != len(ids):
             raise _Answer(1)
         pairs = list(zip(phones, ids, strict=True))
-        if not self._windows.admit_status(pairs, now_ms):
-            raise _Answer(9, breach="status_rate")
-        found = self._ledger.find(pairs)
+        breach = self._windows.admit_status(login, pairs, now_ms, mass=listed,
+                                            strict_mass=cfg.strict_mass_status)
+        if breach is not None:
+            raise _Answer(9, breach=breach)
+        lag_ms = round(cfg.status_lag_s * 1000)
         answers = []
-        for (phone, mid), hit in zip(pairs, found, strict=True):
+        for (phone, mid), hit in zip(pairs, self._ledger.find(pairs), strict=True):
+            echo = rules.normalize_phone(phone) or phone
+            if hit is not None and now_ms < hit[0] + lag_ms:
+                hit = None  # accepted, but not yet known to status.php
             if hit is None:
-                answers.append(rules.StatusAnswer(phone, mid, -3, 0, 0, ""))
+                if cfg.status_not_found_error and not listed:
+                    raise _Answer(3, text=NOT_FOUND_TEXT)
+                answers.append(rules.StatusAnswer(echo, mid, -3, 0, 0, ""))
                 continue
             ts_ms, flood = hit
             ts = ts_ms // 1000
             when = time.strftime("%d.%m.%Y %H:%M:%S", time.gmtime(ts + MSK_OFFSET_S))
             # A message the flood rule held back is never delivered: 20 "cannot be delivered".
             status, err = (20, 0) if flood else (1, 0)
-            answers.append(rules.StatusAnswer(phone, mid, status, err, ts, when))
-        return SimResponse(200, rules.status_body(answers, fmt=fmt), content_type=_CONTENT_TYPES[fmt])
+            answers.append(rules.StatusAnswer(echo, mid, status, err, ts, when))
+        body = rules.status_body(answers, fmt=fmt, listed=listed)
+        return SimResponse(200, body, content_type=_CONTENT_TYPES[fmt])
+
+    def _balance_answer(self, params: Mapping[str, str], login: str, fmt: int, now_ms: int) -> SimResponse:
+        if not self._windows.admit_balance(login, now_ms):
+            raise _Answer(9, breach="balance_rate")
+        currency = params.get("cur") == "1"
+        return SimResponse(200, rules.balance_body(self._balance, fmt=fmt, currency=currency),
+                           content_type=_CONTENT_TYPES[fmt])
 
     # -- the record ------------------------------------------------------------------------------
 
@@ -439,12 +481,15 @@ class Simulator:
                 "breaches": dict(self._breaches),
                 "peak_inflight": max(self._peak.values(), default=0),
                 "peak_inflight_by_login": dict(self._peak),
+                "peak_status_inflight": self._status_peak,
                 "inflight": sum(self._inflight.values()),
                 "errors_answered": dict(sorted(self._errors.items())),
                 "errors_in_a_row": dict(self._errors_in_a_row),
                 "http500": self._http500,
                 "resets": self._resets,
                 "delayed": self._delayed,
+                "slow_requests": self._slow,
+                "accepted_after_client_gone": self._accepted_after_gone,
                 "flood_flagged": ledger.flagged,
                 "balance": str(self._balance),
             }
@@ -458,13 +503,6 @@ class Simulator:
         """Phone (digits only) -> number of accepted messages: the exactly-once check."""
         with self._lock:
             return self._ledger.phone_counts()
-
-    def iter_record(self, batch: int = 10_000) -> Iterator[dict[str, Any]]:
-        """Every accepted message, oldest first, read in pages (safe while requests keep coming)."""
-        offset = 0
-        while page := self.record(offset, batch):
-            yield from page
-            offset += len(page)
 
 
 def _small_int(value: str | None, low: int, high: int) -> int | None:

@@ -31,6 +31,7 @@ __all__ = [
     "money",
     "normalize_phone",
     "parse_lines",
+    "provider_phone",
     "send_body",
     "status_body",
     "valid_id",
@@ -133,6 +134,20 @@ def normalize_phone(raw: str) -> str | None:
     return cleaned.lstrip("+")
 
 
+def provider_phone(raw: str, *, autocorrect: bool) -> str | None:
+    """The number as the provider records it: :func:`normalize_phone`, then, with ``autocorrect``, a number
+    written without ``+`` corrected as the provider corrects Russian spellings: ``8XXXXXXXXXX`` (11 digits)
+    -> ``7XXXXXXXXXX``, ``9XXXXXXXXX`` (10 digits) -> ``79XXXXXXXXX``. A number with ``+`` is kept."""
+    digits = normalize_phone(raw)
+    if digits is None or not autocorrect or raw.translate(_PHONE_NOISE).startswith("+"):
+        return digits
+    if len(digits) == 11 and digits[0] == "8":
+        return "7" + digits[1:]
+    if len(digits) == 10 and digits[0] == "9":
+        return "7" + digits
+    return digits
+
+
 def valid_id(value: str) -> bool:
     """An integer 1..2147483647, or at most 40 characters of ``A-Za-z0-9.-_``."""
     if _ID_INT.fullmatch(value):
@@ -199,6 +214,11 @@ def parse_lines(params: Mapping[str, str]) -> list[Line]:
 # -- answer formats ----------------------------------------------------------------------------------
 
 
+def _dumps(obj: object) -> str:
+    """JSON as the provider writes it: one member a line, no indentation (``{\n"id": 33,\n"cnt": 1\n}``)."""
+    return json.dumps(obj, ensure_ascii=False, indent=0)
+
+
 def money(value: Decimal) -> str:
     """Amounts as the provider writes them: two decimals (``4.50``)."""
     return f"{value.quantize(Decimal('0.01')):f}"
@@ -209,9 +229,10 @@ def json_id(value: str) -> int | str:
     return int(value) if _ID_INT.fullmatch(value) and int(value) <= MAX_ID else value
 
 
-def error_body(code: int, fmt: int, message_id: str | None) -> str:
-    """The error answer of ``smsc-http-api.md`` for ``fmt``: errors 3, 6, 7, 8 carry the id."""
-    text = ERROR_TEXT.get(code, "error")
+def error_body(code: int, fmt: int, message_id: str | None, text: str | None = None) -> str:
+    """The error answer of ``smsc-http-api.md`` for ``fmt``: errors 3, 6, 7, 8 carry the id; ``text``
+    replaces the send.php description (status.php's error 3 is "message not found")."""
+    text = text if text is not None else ERROR_TEXT.get(code, "error")
     mid = message_id if code in ERRORS_WITH_ID and message_id is not None else None
     if fmt == 1:
         return f"{mid if mid is not None else 0},-{code}"
@@ -222,7 +243,7 @@ def error_body(code: int, fmt: int, message_id: str | None) -> str:
         obj: dict[str, object] = {"error": text, "error_code": code}
         if mid is not None:
             obj["id"] = json_id(mid)
-        return json.dumps(obj, ensure_ascii=False)
+        return _dumps(obj)
     return f"ERROR = {code} ({text})" + (f", ID - {mid}" if mid is not None else "")
 
 
@@ -250,7 +271,7 @@ def send_body(answer: SendAnswer, *, fmt: int, cost_mode: int, op: bool) -> str:
                  "error": str(o.error)}
                 for o in details
             ]
-        return json.dumps(obj, ensure_ascii=False)
+        return _dumps(obj)
     if fmt == 2:
         inner = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields)
         if details:
@@ -274,14 +295,19 @@ def send_body(answer: SendAnswer, *, fmt: int, cost_mode: int, op: bool) -> str:
     return head + tail
 
 
-def status_body(answers: Sequence[StatusAnswer], *, fmt: int) -> str:
-    """status.php: one object for one pair, a JSON list for several (fmt=3); lines for fmt 0/1."""
+def status_body(answers: Sequence[StatusAnswer], *, fmt: int, listed: bool | None = None) -> str:
+    """status.php: one object for a single message, a JSON list for the list form (fmt=3); lines for fmt 0/1.
+
+    ``listed`` is the list form (a comma in the request, even a trailing one after a single message);
+    ``None`` = several answers.
+    """
+    single = not listed if listed is not None else len(answers) == 1
     if fmt == 3:
-        if len(answers) == 1:
+        if single:
             a = answers[0]
-            return json.dumps({"status": a.status, "last_date": a.last_date,
-                               "last_timestamp": a.last_timestamp, "flag": a.flag, "err": a.err})
-        return json.dumps([
+            return _dumps({"status": a.status, "last_date": a.last_date,
+                           "last_timestamp": a.last_timestamp, "flag": a.flag, "err": a.err})
+        return _dumps([
             {"phone": a.phone, "id": json_id(a.id), "status": a.status, "last_timestamp": a.last_timestamp,
              "last_date": a.last_date, "flag": a.flag, "err": a.err}
             for a in answers
@@ -293,7 +319,7 @@ def status_body(answers: Sequence[StatusAnswer], *, fmt: int) -> str:
             "</result>"
             for a in answers
         )
-        return items if len(answers) == 1 else f"<list>{items}</list>"
+        return items if single else f"<list>{items}</list>"
     if fmt == 1:
         return "\n".join(f"{a.status},{a.last_timestamp},{a.err}" for a in answers)
     return "\n".join(f"Status = {a.status}, check_time = {a.last_date}" for a in answers)
@@ -304,7 +330,7 @@ def balance_body(balance: Decimal, *, fmt: int, currency: bool) -> str:
     amount = money(balance)
     if fmt == 3:
         obj = {"balance": amount, **({"currency": "RUR"} if currency else {})}
-        return json.dumps(obj)
+        return _dumps(obj)
     if fmt == 2:
         cur = "<currency>RUR</currency>" if currency else ""
         return f"<result><balance>{amount}</balance>{cur}</result>"

@@ -9,6 +9,11 @@ and serves until SIGTERM or SIGINT::
 Keep-alive matters for throughput figures: every answer carries ``Content-Length``, and the handler sets
 TCP_NODELAY (``disable_nagle_algorithm``), without which a keep-alive exchange stalls ~40 ms on delayed
 ACKs. A reset fault closes the socket with ``SO_LINGER`` 0, so the client sees a real RST.
+
+Like the provider, the handler goes on processing a request whose client has gone (timed out, closed):
+it watches the connection while it spends the processing time, so the messages it then accepts are
+counted in the summary's ``accepted_after_client_gone``, and it writes no answer to a closed connection.
+The waits here are real time, whatever clock the simulator was given.
 """
 
 from __future__ import annotations
@@ -16,25 +21,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
+import select
 import signal
 import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Final
 
-from worker.sim.core import SimConfig, SimResponse, Simulator
-from worker.sim.transport import route
+from worker.sim.core import SimConfig, SimRequest, SimResponse, Simulator
+from worker.sim.transport import begin
 
 __all__ = ["SimServer", "main", "run", "serve"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024  # a list of thousands of lines is far below this
+_SECRET_PARAM: Final = re.compile(r"\b(psw|apikey)=[^&\s]*", re.IGNORECASE)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,8 +74,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
-        answer = route(self.server.sim, self.command, self.path, body,
-                       content_type=self.headers.get("Content-Type", ""), client_ip=self.client_address[0])
+        call = begin(self.server.sim, self.command, self.path, body,
+                     content_type=self.headers.get("Content-Type", ""), client_ip=self.client_address[0])
+        # The provider goes on processing when the client leaves: nothing here stops the request.
+        answer = call.finish(wait=lambda seconds: self._wait_watching(call, seconds))
+        if not call.client_gone and self._peer_closed():
+            call.mark_client_gone()
+        if call.client_gone:
+            self.close_connection = True
+            return
         if answer.reset:
             self._reset()
             return
@@ -77,6 +93,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(answer)
         except OSError:  # the client gave up waiting (a delayed answer) and closed
             self.close_connection = True
+
+    def _wait_watching(self, call: SimRequest, seconds: float) -> None:
+        """Spend the processing time (real time), noting when the client closes its end meanwhile."""
+        deadline = time.monotonic() + seconds
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while (left := deadline - time.monotonic()) > 0:
+            if not poller.poll(left * 1000):
+                continue
+            if self._peer_closed():
+                call.mark_client_gone()
+            # Readable stays readable (an end of file, or a pipelined request): no more to watch.
+            time.sleep(max(deadline - time.monotonic(), 0.0))
+            return
+
+    def _peer_closed(self) -> bool:
+        """True when the client has closed or reset its end (a zero-byte peek); never consumes data."""
+        try:
+            return bool(self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"")
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _write(self, answer: SimResponse) -> None:
         data = answer.body.encode("utf-8")
@@ -96,7 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.client_address[0], *args)
+        # The request line of a GET carries the password (the official libraries send it so): mask it.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", self.client_address[0], _SECRET_PARAM.sub(r"\1=***", format % args))
 
 
 class SimServer(ThreadingHTTPServer):
@@ -192,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delayed-answer-rate", type=float, default=0.0)
     p.add_argument("--delayed-answer-s", type=float, default=d.delayed_answer_s)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--slow-accept-rate", type=float, default=d.slow_accept_rate,
+                   help="this share of send requests is processed for --slow-accept-s before acceptance")
+    p.add_argument("--slow-accept-s", type=float, default=d.slow_accept_s)
+    p.add_argument("--status-lag-s", type=float, default=d.status_lag_s,
+                   help="status.php answers -3 for a message until this long after its acceptance")
+    p.add_argument("--autocorrect", action="store_true",
+                   help="correct numbers written without + as the provider does (8... -> 7..., 9... -> 79...)")
+    p.add_argument("--strict-mass-status", action="store_true",
+                   help="at most one mass status request a minute, whatever it asks")
+    p.add_argument("--status-not-found-error", action="store_true",
+                   help="a single-message status request for an unknown message answers error 3")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -203,19 +255,31 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         latency_jitter_ms=args.latency_jitter_ms, error_rates=dict(args.error_rate),
         http500_rate=args.http500_rate, reset_rate=args.reset_rate,
         delayed_answer_rate=args.delayed_answer_rate, delayed_answer_s=args.delayed_answer_s,
-        seed=args.seed,
+        seed=args.seed, slow_accept_rate=args.slow_accept_rate, slow_accept_s=args.slow_accept_s,
+        status_lag_s=args.status_lag_s, autocorrect=args.autocorrect, strict_mass_status=args.strict_mass_status,
+        status_not_found_error=args.status_not_found_error,
     )
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, serve until SIGTERM/SIGINT, return the exit code (0 on a clean stop)."""
+    """Parse ``argv``, serve until SIGTERM/SIGINT, return the exit code (0 on a clean stop).
+
+    A config the simulator refuses, a port out of range or one that cannot be listened on (taken, a host
+    that is not this machine's) prints one line to stderr and returns 2.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        return _refuse(str(exc))
+    if not 0 <= args.port <= 65535:
+        return _refuse(f"--port {args.port} is out of range (0..65535; 0 = a free port)")
+    try:
+        server = serve(Simulator(config), args.host, args.port)
+    except OSError as exc:
+        return _refuse(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -225,7 +289,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     on_main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if on_main else {}
     try:
-        with serve(Simulator(config), args.host, args.port) as server:
+        with server:
             print(f"simulator listening on {server.url}", flush=True)
             while not stop.wait(0.5):
                 pass
@@ -234,6 +298,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _refuse(reason: str) -> int:
+    print(f"simulator: {reason}", file=sys.stderr, flush=True)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

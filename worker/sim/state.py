@@ -26,6 +26,7 @@ WINDOW_MS: Final = 60_000  # every rule of the provider counts "within a minute"
 FLOOD_CHAIN_MAX: Final = 50  # the 51st message of a chain with gaps < 60 s is not delivered
 MAX_IDENTICAL_COST: Final = 5  # more than five identical cost requests a minute: error 9
 MAX_STATUS_PER_MESSAGE: Final = 5  # more than five status requests for one message a minute: error 9
+MAX_BALANCE: Final = 10  # more than ten balance requests a minute: error 9
 # The per-phone value, one int: count << 96 | last_ms << 48 | chain length << 32 | first text index.
 _TEXT_MASK: Final = (1 << 32) - 1
 _CHAIN_SHIFT: Final = 32
@@ -185,13 +186,17 @@ class Ledger:
 
 
 class Windows:
-    """The one-minute memories of the anti-abuse rules (identical send/cost, status requests)."""
+    """The one-minute memories of the anti-abuse rules (identical send/cost, status and balance requests).
+
+    A refused request is not remembered: only what the provider answered counts toward its limits.
+    """
 
     def __init__(self) -> None:
         self._sends: dict[bytes, int] = {}  # fingerprint -> ms of the last accepted identical send
         self._costs: dict[bytes, deque[int]] = {}  # fingerprint -> ms of the answered cost requests
-        self._status_pairs: dict[tuple[str, str], deque[int]] = {}
-        self._status_mass: dict[bytes, int] = {}
+        self._status_pairs: dict[tuple[str, str, str], deque[int]] = {}  # (login, phone, id) -> ms
+        self._status_mass: dict[bytes, int] = {}  # (login, list) or login (strict) -> ms
+        self._balances: dict[str, deque[int]] = {}  # login -> ms of the answered balance requests
         self._last_prune_ms = 0
 
     def admit_send(self, fingerprint: bytes, now_ms: int) -> bool:
@@ -208,17 +213,39 @@ class Windows:
         self._prune(now_ms)
         return _admit(self._costs.setdefault(fingerprint, deque()), now_ms, MAX_IDENTICAL_COST)
 
-    def admit_status(self, pairs: Sequence[tuple[str, str]], now_ms: int) -> bool:
-        """One pair: at most five requests a minute; several: the same lists at most once a minute."""
+    def admit_status(self, login: str, pairs: Sequence[tuple[str, str]], now_ms: int, *, mass: bool,
+                     strict_mass: bool) -> str | None:
+        """``None`` if status.php answers this request, else the breach that refuses it (error 9).
+
+        - ``"status_mass"``: a mass request (``mass``, the list form) within a minute of an earlier one of
+          the login that asked the same list, or, with ``strict_mass``, within a minute of any mass request;
+        - ``"status_rate"``: a sixth request for one message (phone, id) within a minute; every request
+          that names the message counts, a mass request as much as a single one.
+        """
         self._prune(now_ms)
-        if len(pairs) == 1:
-            return _admit(self._status_pairs.setdefault(pairs[0], deque()), now_ms, MAX_STATUS_PER_MESSAGE)
-        key = hashlib.sha1(repr(list(pairs)).encode(), usedforsecurity=False).digest()
-        last = self._status_mass.get(key)
-        if last is not None and now_ms - last < WINDOW_MS:
-            return False
-        self._status_mass[key] = now_ms
-        return True
+        mass_key: bytes | None = None
+        if mass:
+            what = login if strict_mass else repr((login, list(pairs)))
+            mass_key = hashlib.sha1(what.encode("utf-8", "surrogatepass"), usedforsecurity=False).digest()
+            last = self._status_mass.get(mass_key)
+            if last is not None and now_ms - last < WINDOW_MS:
+                return "status_mass"
+        windows = [self._status_pairs.setdefault((login, phone, mid), deque()) for phone, mid in pairs]
+        for times in windows:
+            while times and times[0] <= now_ms - WINDOW_MS:
+                times.popleft()
+            if len(times) >= MAX_STATUS_PER_MESSAGE:
+                return "status_rate"
+        for times in windows:
+            times.append(now_ms)
+        if mass_key is not None:
+            self._status_mass[mass_key] = now_ms
+        return None
+
+    def admit_balance(self, login: str, now_ms: int) -> bool:
+        """False for an eleventh balance request of a login within a minute."""
+        self._prune(now_ms)
+        return _admit(self._balances.setdefault(login, deque()), now_ms, MAX_BALANCE)
 
     def _prune(self, now_ms: int) -> None:
         if now_ms - self._last_prune_ms < WINDOW_MS:
@@ -229,6 +256,7 @@ class Windows:
         self._status_mass = {k: t for k, t in self._status_mass.items() if t > horizon}
         self._costs = {k: t for k, t in self._costs.items() if t and t[-1] > horizon}
         self._status_pairs = {k: t for k, t in self._status_pairs.items() if t and t[-1] > horizon}
+        self._balances = {k: t for k, t in self._balances.items() if t and t[-1] > horizon}
 
 
 def _admit(times: deque[int], now_ms: int, limit: int) -> bool:

@@ -16,24 +16,28 @@
   ``GET /_sim/health``    ``{"ok": true}``
   ======================  ========================================================================
 
-- :class:`SimTransport`: ``httpx.BaseTransport`` calling :func:`route` in-process; a reset raises
-  ``httpx.ReadError``, an answer delayed past the request's read timeout sleeps that timeout and raises
-  ``httpx.ReadTimeout`` (what a socket transport would do).
+- :func:`begin`: the same, in two steps: the request arrives (and counts as in flight), then
+  :meth:`~worker.sim.core.SimRequest.finish` spends its processing time and answers.
+- :class:`SimTransport`: ``httpx.BaseTransport`` in-process; a reset raises ``httpx.ReadError``, an
+  answer not ready or delayed past the request's read timeout sleeps that timeout and raises
+  ``httpx.ReadTimeout`` (what a socket transport would do), and a request still being processed then is
+  accepted later on a background thread.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from worker.sim.core import SimResponse, Simulator
+from worker.sim.core import SimRequest, SimResponse, Simulator
 
-__all__ = ["MAX_RECORD_PAGE", "SimTransport", "parse_params", "route"]
+__all__ = ["MAX_RECORD_PAGE", "SimTransport", "begin", "parse_params", "route"]
 
 MAX_RECORD_PAGE: Final = 100_000
 DEFAULT_CHARSET: Final = "windows-1251"  # the provider's default when ``charset`` is absent
@@ -80,21 +84,31 @@ def _json(status: int, data: Any) -> SimResponse:
     return SimResponse(status, json.dumps(data, ensure_ascii=False), content_type=_JSON)
 
 
-def route(sim: Simulator, method: str, target: str, body: bytes = b"", *,
-          content_type: str = "", client_ip: str = "127.0.0.1") -> SimResponse:
-    """Answer one HTTP request (``target`` = path and query) from the API or the control endpoints."""
+def begin(sim: Simulator, method: str, target: str, body: bytes = b"", *, content_type: str = "",
+          client_ip: str = "127.0.0.1") -> SimRequest:
+    """Let one HTTP request (``target`` = path and query) arrive: its :meth:`SimRequest.finish` answers it.
+
+    Control endpoints and unreadable requests are answered at once (``processing_s`` 0); an API request
+    counts as in flight at the simulator until ``finish()``.
+    """
     url = urlsplit(target)
     path, query = url.path, url.query.encode("latin-1", "replace")
     method = method.upper()
     if path.startswith("/_sim/"):
-        return _control(sim, method, path, query, body)
+        return SimRequest(sim, _control(sim, method, path, query, body))
     if method not in ("GET", "POST"):
-        return SimResponse(405, "method not allowed")
+        return SimRequest(sim, SimResponse(405, "method not allowed"))
     try:
         params = parse_params(path, query, body, content_type)
     except (ValueError, UnicodeDecodeError):
-        return SimResponse(400, "bad request body")
-    return sim.handle(method, path, params, client_ip=client_ip)
+        return SimRequest(sim, SimResponse(400, "bad request body"))
+    return sim.arrive(method, path, params, client_ip=client_ip)
+
+
+def route(sim: Simulator, method: str, target: str, body: bytes = b"", *,
+          content_type: str = "", client_ip: str = "127.0.0.1") -> SimResponse:
+    """Answer one HTTP request (``target`` = path and query) from the API or the control endpoints."""
+    return begin(sim, method, target, body, content_type=content_type, client_ip=client_ip).finish()
 
 
 def _control(sim: Simulator, method: str, path: str, query: bytes, body: bytes) -> SimResponse:
@@ -131,7 +145,13 @@ def _control(sim: Simulator, method: str, path: str, query: bytes, body: bytes) 
 
 
 class SimTransport(httpx.BaseTransport):
-    """Serve an ``httpx.Client`` from a :class:`Simulator` in this process (unit tests; no sockets)."""
+    """Serve an ``httpx.Client`` from a :class:`Simulator` in this process (unit tests; no sockets).
+
+    Time is the simulator's (``sim.sleep``), so a stepped clock steps the waits too. A request whose
+    processing takes as long as the request's read timeout raises ``httpx.ReadTimeout`` at that timeout,
+    as a socket would, and goes on being processed on a background thread: its messages are accepted at
+    the end of the processing time (``sim.wait_idle()`` waits for that).
+    """
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -139,16 +159,36 @@ class SimTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
         target = request.url.raw_path.decode("ascii")
-        answer = route(self.sim, request.method, target, body,
-                       content_type=request.headers.get("content-type", ""))
+        call = begin(self.sim, request.method, target, body, content_type=request.headers.get("content-type", ""))
+        timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
+        read_timeout = timeouts.get("read")
+        if read_timeout is not None and 0 < read_timeout <= call.processing_s:
+            self._give_up_and_accept_later(call, read_timeout)
+            raise httpx.ReadTimeout("the simulator answered too late", request=request)
+        answer = call.finish()
         if answer.reset:
             raise httpx.ReadError("connection reset by the simulator", request=request)
         if answer.delay_s > 0:
-            timeouts: Mapping[str, float | None] = request.extensions.get("timeout", {})
-            read_timeout = timeouts.get("read")
-            if read_timeout is not None and answer.delay_s >= read_timeout:
-                self.sim.sleep(read_timeout)
+            left = None if read_timeout is None else read_timeout - call.processing_s
+            if left is not None and answer.delay_s >= left:
+                self.sim.sleep(max(left, 0.0))
+                call.mark_client_gone()
                 raise httpx.ReadTimeout("the simulator answered too late", request=request)
             self.sim.sleep(answer.delay_s)
         return httpx.Response(answer.status, headers={"content-type": answer.content_type},
                               content=answer.body.encode("utf-8"), request=request)
+
+    def _give_up_and_accept_later(self, call: SimRequest, read_timeout: float) -> None:
+        """Wait the read timeout, leave, and let the provider finish the request on its own thread."""
+        left = threading.Event()
+
+        def finish_alone() -> None:
+            left.wait()
+            call.finish(wait=lambda processing_s: self.sim.sleep(max(processing_s - read_timeout, 0.0)))
+
+        threading.Thread(target=finish_alone, name="smsc-sim-late-accept", daemon=True).start()
+        try:
+            self.sim.sleep(read_timeout)
+        finally:
+            call.mark_client_gone()
+            left.set()
