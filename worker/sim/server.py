@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
                      content_type=self.headers.get("Content-Type", ""), client_ip=self.client_address[0])
         # The provider goes on processing when the client leaves: nothing here stops the request.
         answer = call.finish(wait=lambda seconds: self._wait_watching(call, seconds))
-        if not call.client_gone and self._peer_closed():
+        if call.processing_s > 0 and not call.client_gone and self._peer_closed():
             call.mark_client_gone()
         if call.client_gone:
             self.close_connection = True
