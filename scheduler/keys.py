@@ -1,59 +1,120 @@
 """Every Redis key of smsc-mailer is built here; this docstring is the keyspace.
 
-All keys share one hash tag, ``{<namespace>}`` (default ``{smsc}``), so that every Lua script may
-touch any of them and the design holds on Redis Cluster (all in one slot). Several deployments can
-share one Redis with different namespaces.
+All keys share one hash tag, ``{smsc}``, so that every Lua script may touch any of them (a namespace's
+batches and a login's slots in one script) and the design holds on Redis Cluster (all in one slot).
+
+Two kinds of keys:
+
+- **namespace keys** ``{smsc}:<ns>:…`` — one deployment's campaigns, batches and queues. Several
+  deployments can share one Redis with different ``SMSC_NAMESPACE``\\ s; ``login`` is not a namespace
+  (it is the prefix of the login keys).
+- **login keys** ``{smsc}:login:<login>:…`` — the provider's rules, kept per login because the provider
+  counts per login: every namespace sending with that login shares them (two deployments on one login
+  share its 14 slots, its flood chains, its request dedup and its account state). ``<login>`` is what
+  :func:`login_id` gives: the login itself, or for an API key (no login) ``#`` followed by the first 24
+  hex digits of the key's SHA-256 — never the key.
+
+Namespace keys (``{ns}`` stands for ``{smsc}:<ns>``):
 
 ==============================  ======  =====  ==================================  ===================
 key                             type    TTL    written by                          read by
 ==============================  ======  =====  ==================================  ===================
 ``{ns}:due``                    ZSET    -      intake commit, release, sweep,      dispatcher (claim)
                                                resume; member ``cid:n``, score =
-                                               due time (ms)
+                                               due time (ms, server clock)
 ``{ns}:leased``                 ZSET    -      claim, begin, mark_sending;         sweep (expired
                                                score = lease deadline (ms)         leases), begin
 ``{ns}:campaigns``              ZSET    -      intake commit; score = created ms   status listing
 ``{ns}:meta``                   HASH    -      recovery (``run_id`` of the Redis   recovery check
-                                               server whose batches were settled);
-                                               intake commit (HSETNX: the server
-                                               a new namespace starts on)
+                                               server whose batches were settled,
+                                               ``recovered_ms``, ``marked``);
+                                               intake commit (HSETNX ``run_id``:
+                                               the server a new namespace starts
+                                               on)
+``{ns}:meta:recovering``        STRING  120 s  recovery: the lock of the one       recovery
+                                               process marking batches after a
+                                               restart (value: the new run_id)
 ``{ns}:c:<cid>``                HASH    -      intake, ledger scripts, controls    status, begin
                                                (state, counters, message, plan)
-``{ns}:c:<cid>:seen``           SET     1 d    intake (dedup keys), deleted at     intake
-                                               commit
+``{ns}:c:<cid>:seen``           SET     -      intake (dedup keys of the           intake
+                                               recipients so far); deleted at
+                                               commit, by a failed intake, and
+                                               when an interrupted intake of the
+                                               same id is retried (a producer
+                                               killed mid-intake leaves it, with
+                                               its ``planning`` campaign, until
+                                               then)
 ``{ns}:c:<cid>:parked``         SET     -      begin (paused campaign/stopped      resume
                                                account)
 ``{ns}:b:<cid>:<n>``            HASH    -      intake, ledger scripts              worker, report
                                                (phones, state, owner, attempts,
                                                settle, results)
-``{ns}:a:<acct>``               HASH    -      account outcome script, resume      begin, semaphore
-                                               (state, backoff, error streak)
-``{ns}:a:<acct>:campaigns``     SET     -      intake commit                       funds/auth pause
-``{ns}:a:<acct>:inflight``      ZSET    -      semaphore (token → lease deadline)  semaphore
-``{ns}:a:<acct>:probe``         ZSET    -      semaphore: the one request of a     semaphore
-                                               process whose credentials are not
-                                               proven yet (token → lease deadline)
-``{ns}:a:<acct>:freed``         LIST    60 s   semaphore release (one wake-up a    slot waiters
-                                               slot given back, at most 14 kept)   (BLPOP)
-``{ns}:a:<acct>:f:<phone>``     STRING  ≥60 s  flood guard ("count:last_ms")       flood guard
-``{ns}:a:<acct>:r:<sha256>``    STRING  60 s   request dedup (send)                request dedup
-``{ns}:a:<acct>:q:<sha256>``    STRING  60 s   request dedup (cost: a counter)     request dedup
-``{ns}:a:<acct>:s:<sha256>``    STRING  60 s   status dedup (status.php: a         status dedup
-                                               counter of identical requests)
+``{ns}:a:<acct>:campaigns``     SET     -      intake commit (this namespace's     funds/auth pause
+                                               campaigns of the account)
 ==============================  ======  =====  ==================================  ===================
 
-No key or value holds a password or API key.
+Login keys (``{L}`` stands for ``{smsc}:login:<login>``; ``now`` is always the server's clock):
+
+==============================  ======  =====  ==================================  ===================
+key                             type    TTL    written by                          read by
+==============================  ======  =====  ==================================  ===================
+``{L}``                         HASH    -      account outcome (state, reason,     every slot script,
+                                               backoff_until, errors_in_a_row,     begin, status
+                                               level, backoffs, last_error,
+                                               verified, adaptive_cap, slowed_ms,
+                                               slow_answers), prove (proven_fp),
+                                               quiet / recovery (quiet_until),
+                                               operator's resume
+``{L}:inflight``                ZSET    -      semaphore: token → lease deadline   semaphore, slot
+                                               (ms); renew, release                check, status slot
+``{L}:probe``                   ZSET    -      semaphore: the one request of       semaphore
+                                               credentials not proven yet (token
+                                               → lease deadline); renew, release
+``{L}:revoked``                 ZSET    -      error 2: the slots held when it     slot check
+                                               came (token → lease deadline);
+                                               renew; entries leave with their
+                                               lease
+``{L}:status``                  ZSET    -      status semaphore: token → lease     status semaphore
+                                               deadline (< 5 status.php requests
+                                               in flight); renew, release
+``{L}:freed``                   LIST    60 s   slot release (one wake-up a slot    slot waiters
+                                               given back, at most 16 kept)        (BLPOP)
+``{L}:f:<phone>``               STRING  ≥62 s  flood guard ("count:last_ms")       flood guard
+``{L}:r:<sha256>``              STRING  60 s   request dedup (send.php)            request dedup
+``{L}:q:<sha256>``              ZSET    60 s   cost requests (a sliding log: one   cost guard
+                                               member a request, score = ms)
+``{L}:s:<id>:<phone>``          ZSET    60 s   status.php requests about one       status guard
+                                               message (sliding log)
+``{L}:sm:<sha256>``             ZSET    60 s   one mass status request (the same   status guard
+                                               pairs; sliding log)
+``{L}:sm``                      ZSET    60 s   every mass status request of the    status guard
+                                               login (the strict reading)          (strict)
+``{L}:balance``                 ZSET    60 s   balance.php requests (sliding log)  balance guard
+==============================  ======  =====  ==================================  ===================
+
+A sliding log's TTL is renewed by each request it counts (it lives one window after the newest). No key
+or value holds a password or API key (``proven_fp`` is the caller's salted slow hash of the
+credentials, ``#<hex>`` a truncated digest of an API key).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
-__all__ = ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref", "text"]
+__all__ = ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "login_id", "split_ref", "text"]
 
 #: What a campaign id may look like: it becomes part of the provider's request ``id`` (≤ 40 chars
 #: of ``A-Za-z0-9.-_``) together with ``-<batch number>``.
 CAMPAIGN_ID_RE = re.compile(r"^[A-Za-z0-9_.]{1,24}$")
+
+#: The one hash tag of every key.
+_HASH_TAG = "{smsc}"
+
+_LOGINS = "login"
+_LOGIN_PREFIX = f"{_HASH_TAG}:{_LOGINS}:"
+#: Enough of an API key's digest to tell accounts apart (96 bits), too little to matter if it leaked.
+_APIKEY_DIGEST_HEX = 24
 
 
 def text(value: object) -> str:
@@ -71,17 +132,31 @@ def split_ref(ref: str) -> tuple[str, int]:
     return cid, int(n)
 
 
+def login_id(login: str | None = None, *, apikey: str | None = None) -> str:
+    """The name of an account in the login keys: the login, or (an API key, no login) ``#`` and a
+    truncated SHA-256 of the key. The same for every namespace and process with these credentials."""
+    if login:
+        return login
+    if apikey:
+        return "#" + hashlib.sha256(apikey.encode()).hexdigest()[:_APIKEY_DIGEST_HEX]
+    raise ValueError("a login or an API key is needed to name the account")
+
+
 class Keys:
-    """Builds the keys of one namespace."""
+    """Builds the keys of one namespace, and the login keys that every namespace shares."""
 
     def __init__(self, namespace: str = "smsc") -> None:
+        if namespace == _LOGINS:
+            raise ValueError(f"{_LOGINS!r} cannot be a namespace: it is the prefix of the login keys")
         self.namespace = namespace
-        self.prefix = "{" + namespace + "}:"
+        self.prefix = f"{_HASH_TAG}:{namespace}:"
         self.due = self.prefix + "due"
         self.leased = self.prefix + "leased"
         self.campaigns = self.prefix + "campaigns"
         self.meta = self.prefix + "meta"
+        self.recovery_lock = self.meta + ":recovering"
 
+    # -- namespace keys ----------------------------------------------------------------------------
     def campaign(self, cid: str) -> str:
         return f"{self.prefix}c:{cid}"
 
@@ -94,29 +169,54 @@ class Keys:
     def batch(self, ref: str) -> str:
         return f"{self.prefix}b:{ref}"
 
-    def account(self, acct: str) -> str:
-        return f"{self.prefix}a:{acct}"
-
     def account_campaigns(self, acct: str) -> str:
         return f"{self.prefix}a:{acct}:campaigns"
 
-    def inflight(self, acct: str) -> str:
-        return f"{self.prefix}a:{acct}:inflight"
+    # -- login keys (shared by every namespace) ----------------------------------------------------
+    def account(self, login: str) -> str:
+        """The login's account state (HASH)."""
+        return _login_key(login)
 
-    def probe(self, acct: str) -> str:
-        return f"{self.prefix}a:{acct}:probe"
+    def inflight(self, login: str) -> str:
+        return _login_key(login, "inflight")
 
-    def slot_freed(self, acct: str) -> str:
-        return f"{self.prefix}a:{acct}:freed"
+    def probe(self, login: str) -> str:
+        return _login_key(login, "probe")
 
-    def flood(self, acct: str, phone_key: str) -> str:
-        return f"{self.prefix}a:{acct}:f:{phone_key}"
+    def revoked(self, login: str) -> str:
+        return _login_key(login, "revoked")
 
-    def send_request(self, acct: str, fingerprint: str) -> str:
-        return f"{self.prefix}a:{acct}:r:{fingerprint}"
+    def status_inflight(self, login: str) -> str:
+        return _login_key(login, "status")
 
-    def cost_request(self, acct: str, fingerprint: str) -> str:
-        return f"{self.prefix}a:{acct}:q:{fingerprint}"
+    def slot_freed(self, login: str) -> str:
+        return _login_key(login, "freed")
 
-    def status_request(self, acct: str, fingerprint: str) -> str:
-        return f"{self.prefix}a:{acct}:s:{fingerprint}"
+    def flood(self, login: str, phone_key: str) -> str:
+        return _login_key(login, "f", phone_key)
+
+    def send_request(self, login: str, fingerprint: str) -> str:
+        return _login_key(login, "r", fingerprint)
+
+    def cost_request(self, login: str, fingerprint: str) -> str:
+        return _login_key(login, "q", fingerprint)
+
+    def status_message(self, login: str, msg_id: str, phone_key: str) -> str:
+        return _login_key(login, "s", msg_id, phone_key)
+
+    def status_mass(self, login: str, digest: str) -> str:
+        return _login_key(login, "sm", digest)
+
+    def status_mass_any(self, login: str) -> str:
+        return _login_key(login, "sm")
+
+    def balance_requests(self, login: str) -> str:
+        return _login_key(login, "balance")
+
+
+def _login_key(login: str, *parts: str) -> str:
+    if not login or ":" in login:
+        # A login never holds ':' (SMSC logins are letters, digits and a few signs): with one, two
+        # logins' keys could meet.
+        raise ValueError(f"not a login id: {login!r}")
+    return _LOGIN_PREFIX + ":".join((login, *parts))
