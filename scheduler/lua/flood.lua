@@ -1,11 +1,12 @@
 -- flood.lua — the subscriber flood guard: at most `limit` messages to one number in a chain whose
 -- messages follow each other by less than `gap_ms`; admission is counted at once for all workers.
 -- KEYS[i]  flood STRING of phone i ("count:last_ms"), expiring gap_ms after the chain's last message
--- ARGV[1]  now_ms (workers' clocks may differ a little: a chain's last_ms is the latest seen)
+-- ARGV[1]  now_ms: '' = the Redis server's clock (the provider measures the gap by arrival; every host
+--          is judged by one clock); a number only where a test steps time
 -- ARGV[2]  limit (50: the provider's rule)
 -- ARGV[3]  gap_ms (60 s plus a safety margin for the request's travel time)
--- Returns, per phone: 0 = admitted (counted), else the time (ms) from which it may be sent.
-local now, limit, gap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Returns, per phone: 0 = admitted (counted), else the server time (ms) from which it may be sent.
+local now, limit, gap = clock_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.call('GET', key)
@@ -18,14 +19,13 @@ for i, key in ipairs(KEYS) do
     if count >= limit then
       out[i] = last + gap
     else
-      -- The chain's last message never moves back: another worker's clock may run behind ours.
+      -- The chain's last message never moves back (a test's stepped clock, a server clock set back).
       local newest = math.max(last, now)
-      redis.call('SET', key, tostring(count + 1) .. ':' .. string.format('%d', newest), 'PX',
-                 string.format('%d', newest + gap - now))
+      redis.call('SET', key, tostring(count + 1) .. ':' .. int_s(newest), 'PX', int_s(newest + gap - now))
       out[i] = 0
     end
   else
-    redis.call('SET', key, '1:' .. ARGV[1], 'PX', gap)
+    redis.call('SET', key, '1:' .. int_s(now), 'PX', int_s(gap))
     out[i] = 0
   end
 end
