@@ -1,22 +1,30 @@
-"""The provider's rules, kept here for all workers together (design invariant 5).
+"""The provider's rules, kept here for all workers of every namespace together (design invariant 5).
 
-Each guard is one atomic step in Redis (a Lua script or a single ``SET NX``), never a check-then-act
-from Python:
+Each guard is one atomic step in Redis (a Lua script, a single ``SET NX``), never a check-then-act from
+Python, and every one decides time by the Redis server's clock (invariant 9): the methods take
+``now_ms=None`` (the server's clock); a value is only for tests that step time. The guards are keyed by
+login (:func:`scheduler.keys.login_id`), so two deployments on one login share them.
 
 - :meth:`Guards.admit_phones` — the subscriber flood guard (≤ 50 messages in a < 60 s chain);
-- :meth:`Guards.claim_send_request` / :meth:`Guards.claim_cost_request` — request dedup (one identical
-  send per 60 s, five identical cost requests per 60 s); :meth:`Guards.claim_status_request` — the same
-  for status.php (one identical mass request, five for one message, per 60 s);
-- :meth:`Guards.try_slot` / :meth:`Guards.release_slot` — the login semaphore (< 15 in flight), closed
-  while the account is stopped or backing off;
-- :meth:`Guards.account_outcome` — what an answer means for the whole account (back-off, stop).
+- :meth:`Guards.claim_send_request` / :meth:`Guards.claim_cost_request` — one identical send per minute,
+  five identical cost requests per minute;
+- :meth:`Guards.claim_status_request` — status.php: five requests per message a minute, and one mass
+  request a minute (the same one, or strictly any); :meth:`Guards.claim_balance_request` — ten a minute;
+- :meth:`Guards.try_slot` / :meth:`Guards.renew_slot` / :meth:`Guards.slot_valid` /
+  :meth:`Guards.release_slot` — the login semaphore (< 15 in flight, fewer while the provider is slow),
+  closed while the account is stopped, backing off or quiet; :meth:`Guards.try_status_slot` — the
+  status semaphore (< 5 status.php requests in flight), held in addition to the login slot;
+- :meth:`Guards.account_outcome` — what an answer means for the whole account (back-off, stop, speed);
+  :meth:`Guards.prove_credentials` — credentials proven once per credential set;
+  :meth:`Guards.quiet` — no new slot until a time (after a Redis restart).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import redis
 
@@ -24,11 +32,65 @@ from scheduler.keys import Keys
 from scheduler.keys import text as _s
 from scheduler.scripts import Scripts
 
-__all__ = ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"]
-
+__all__ = [
+    "AccountPolicy",
+    "AccountState",
+    "AccountStatus",
+    "AccountVerdict",
+    "AdaptivePolicy",
+    "Answer",
+    "FloodPolicy",
+    "Guards",
+    "SlotResult",
+    "StatusPolicy",
+]
 
 #: Wake-ups kept for slot waiters (one a released slot): no more than slots can come free at once.
 _MAX_WAKEUPS = 16
+#: The provider's minute, for every "so many a minute" rule.
+_MINUTE_MS = 60_000
+#: Identical cost requests a minute (the provider answers error 9 to the sixth).
+_COST_PER_MINUTE = 5
+#: balance.php requests a minute (error 9 above ten).
+_BALANCE_PER_MINUTE = 10
+
+
+class SlotResult(StrEnum):
+    """What a slot request got."""
+
+    #: The slot is the caller's: its request may leave.
+    TAKEN = "taken"
+    #: The login (or its status requests) is at its cap: wait a moment and try again.
+    BUSY = "busy"
+    #: The account must not send now (stopped after error 2, backing off or cooling down, quiet after a
+    #: Redis restart, or an error 2 came since the login slot was taken): give the batch back.
+    CLOSED = "closed"
+    #: The caller's login slot is gone (its lease ran out, or it was released): send nothing.
+    LOST = "lost"
+
+
+class Answer(StrEnum):
+    """What came back from one request, as far as the whole account is concerned."""
+
+    #: A good answer (a sent batch, a status, a balance).
+    OK = "ok"
+    #: No answer in time, or a cut one (a timeout, a reset): not the provider's error, so it never
+    #: counts toward the error streak; it lowers the login's adaptive cap.
+    UNKNOWN = "unknown"
+    #: An error answer of the provider: counted toward its 100-errors-in-a-row block.
+    ERROR = "error"
+    #: Error 4 (the IP is blocked for a while): the whole account backs off at once.
+    BLOCK = "block"
+    #: Error 2 (login, password or IP refused): the account stops at once.
+    AUTH = "auth"
+
+
+class AccountStatus(StrEnum):
+    OK = "ok"
+    #: Too many errors in a row: no request until the cool-down ends.
+    COOLDOWN = "cooldown"
+    #: Error 2: no request until the operator's resume.
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True)
@@ -45,7 +107,7 @@ class AccountPolicy:
     #: First account-wide wait after error 4 (and after a streak of errors); doubles each time.
     base_backoff_ms: int = 30_000
     max_backoff_ms: int = 600_000
-    #: Ordinary failed requests in a row before the whole account backs off.
+    #: The provider's error answers in a row before the whole account backs off.
     errors_before_backoff: int = 3
     #: Errors in a row after which the account cools down — far below the provider's 100-in-a-row block.
     stop_after: int = 20
@@ -53,97 +115,190 @@ class AccountPolicy:
 
 
 @dataclass(frozen=True)
+class AdaptivePolicy:
+    """How a slow provider slows the login down (AIMD, as TCP does): each slow answer or unknown
+    outcome multiplies the login's adaptive cap by ``decrease`` (floor 1), each fast answer adds
+    ``1 / cap`` (one slot back per cap's worth of fast answers), up to ``max_cap``."""
+
+    #: The configured cap (``SMSC_CONCURRENCY``): the adaptive cap's ceiling.
+    max_cap: int = 14
+    #: A good answer this slow counts as slow: a healthy provider answers a 500-number list in well
+    #: under a second, so 10 s is a provider in trouble (the default timeout is 30 s).
+    slow_answer_ms: int = 10_000
+    decrease: float = 0.5
+    #: After a decrease, slow answers within this long do not decrease again: they answer requests
+    #: sent before it. One request timeout (the default ``SMSC_TIMEOUT``) covers them.
+    hold_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class StatusPolicy:
+    #: status.php requests in flight per login: the provider answers error 9 at five at once.
+    concurrency: int = 4
+    #: Requests about one message (id + phone) a minute: error 9 above five.
+    per_message: int = 5
+    #: "More than one mass request a minute" read strictly: one mass request a minute per login,
+    #: whatever it asks. Otherwise (the default) the same mass request at most once a minute.
+    strict_mass: bool = False
+
+
+@dataclass(frozen=True)
 class AccountVerdict:
-    state: str
+    state: AccountStatus
     backoff_until_ms: int
     errors_in_a_row: int
+    #: The login's adaptive cap, ``None`` while the provider has never been slow (the configured cap).
+    adaptive_cap: float | None
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """The login's account state, as ``status`` shows it."""
+
+    state: AccountStatus
+    reason: str
+    backoff_until_ms: int
+    errors_in_a_row: int
+    #: The account had a good answer since its last error 2 (until then the semaphore's cap is 1).
+    verified: bool
+    adaptive_cap: float | None
+    slow_answers: int
+    quiet_until_ms: int
+    last_error: str
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> AccountState:
+        cap = raw.get("adaptive_cap")
+        return cls(state=AccountStatus(raw.get("state") or "ok"), reason=raw.get("reason", ""),
+                   backoff_until_ms=int(raw.get("backoff_until") or 0),
+                   errors_in_a_row=int(raw.get("errors_in_a_row") or 0), verified=raw.get("verified") == "1",
+                   adaptive_cap=float(cap) if cap else None, slow_answers=int(raw.get("slow_answers") or 0),
+                   quiet_until_ms=int(raw.get("quiet_until") or 0), last_error=raw.get("last_error", ""))
+
+
+_SLOT_RESULTS = {1: SlotResult.TAKEN, 0: SlotResult.BUSY, -1: SlotResult.CLOSED, -2: SlotResult.LOST}
+
+
+def _digits(phone: str) -> str:
+    """One subscriber, however the number is written (``+7…`` and ``7…``): its digits."""
+    return "".join(c for c in phone if c.isdigit())
+
+
+def _clock(now_ms: int | None) -> str:
+    """The scripts' ``now_ms`` argument: '' = the Redis server's clock."""
+    return "" if now_ms is None else str(int(now_ms))
 
 
 class Guards:
     def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
-                 flood: FloodPolicy | None = None, account_policy: AccountPolicy | None = None) -> None:
+                 flood: FloodPolicy | None = None, account_policy: AccountPolicy | None = None,
+                 adaptive: AdaptivePolicy | None = None, status: StatusPolicy | None = None) -> None:
         self.r = client
         self.keys = keys
         self.scripts = scripts or Scripts(client)
-        self.flood = flood or FloodPolicy()
-        self.policy = account_policy or AccountPolicy()
+        self.flood_policy = flood or FloodPolicy()
+        self.account_policy = account_policy or AccountPolicy()
+        self.adaptive_policy = adaptive or AdaptivePolicy()
+        self.status_policy = status or StatusPolicy()
 
     # -- flood -----------------------------------------------------------------------------------
-    def admit_phones(self, account: str, phones: Sequence[str], now_ms: int) -> list[int]:
-        """Per phone: 0 if admitted now (and counted), else the time (ms) it may be sent from."""
+    def admit_phones(self, login: str, phones: Sequence[str], now_ms: int | None = None) -> list[int]:
+        """Per phone: 0 if admitted now (and counted), else the server time (ms) it may be sent from."""
         if not phones:
             return []
-        keys = [self.keys.flood(account, p.lstrip("+")) for p in phones]
-        out = self.scripts.flood(keys=keys, args=[now_ms, self.flood.limit, self.flood.gap_ms])
+        keys = [self.keys.flood(login, _digits(p)) for p in phones]
+        out = self.scripts.flood(keys=keys, args=[_clock(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
         return [int(x) for x in out]
 
-    # -- request dedup ---------------------------------------------------------------------------
-    def claim_send_request(self, account: str, fingerprint: str, *, window_ms: int = 60_000) -> int:
-        """0 if this identical send request may leave now; else ms to wait until it may."""
-        key = self.keys.send_request(account, fingerprint)
+    # -- request limits --------------------------------------------------------------------------
+    def claim_send_request(self, login: str, fingerprint: str, *, window_ms: int = _MINUTE_MS) -> int:
+        """0 if this identical send request may leave now; else ms to wait until it may. (The window is
+        the key's TTL: the server's clock.)"""
+        key = self.keys.send_request(login, fingerprint)
         if self.r.set(key, b"1", nx=True, px=window_ms):
             return 0
-        ttl = int(self.r.pttl(key))
-        return max(ttl, 1)
+        return max(int(self.r.pttl(key)), 1)
 
-    def forget_send_request(self, account: str, fingerprint: str) -> None:
+    def forget_send_request(self, login: str, fingerprint: str) -> None:
         """The request was refused before the provider took it (connect error): it may go again."""
-        self.r.delete(self.keys.send_request(account, fingerprint))
+        self.r.delete(self.keys.send_request(login, fingerprint))
 
-    def claim_cost_request(self, account: str, fingerprint: str, *, limit: int = 5,
-                           window_ms: int = 60_000) -> int:
-        """0 if one more identical cost request may leave now; else ms to wait."""
-        key = self.keys.cost_request(account, fingerprint)
-        return self._count_in_window(key, limit=limit, window_ms=window_ms)
+    def claim_cost_request(self, login: str, fingerprint: str, *, window_ms: int = _MINUTE_MS,
+                           now_ms: int | None = None) -> int:
+        """0 if one more identical cost request may leave now (five a minute); else ms to wait."""
+        return self._rate({self.keys.cost_request(login, fingerprint): _COST_PER_MINUTE}, window_ms, now_ms)
 
-    def claim_status_request(self, account: str, pairs: Sequence[tuple[str, str]], *,
-                             window_ms: int = 60_000) -> int:
-        """0 if this status.php request (``(phone, id)`` pairs) may leave now; else ms to wait.
+    def claim_status_request(self, login: str, pairs: Sequence[tuple[str, str]], *,
+                             window_ms: int = _MINUTE_MS, now_ms: int | None = None) -> int:
+        """0 if this status.php request (``(phone, id)`` pairs) may leave now, and it is counted; else ms
+        to wait (nothing counted).
 
-        The provider answers error 9 to more than five status requests for one message, or to the
-        same mass request more than once, within a minute: a batch settled twice in a row (a retry
-        refused again, a lost lease) must wait, not ask again.
-        """
-        digest = hashlib.sha256("\n".join(f"{p},{i}" for p, i in pairs).encode()).hexdigest()
-        key = self.keys.status_request(account, digest)
-        limit = 5 if len(pairs) == 1 else 1
-        return self._count_in_window(key, limit=limit, window_ms=window_ms)
+        The provider answers error 9 to more than five requests about one message a minute (a message
+        asked within a mass request counts too) and to more than one mass request a minute: the same
+        pairs again, or, with :attr:`StatusPolicy.strict_mass`, any mass request of the login."""
+        if not pairs:
+            raise ValueError("a status request asks about at least one message")
+        limits = {self.keys.status_message(login, msg_id, _digits(phone)): self.status_policy.per_message
+                  for phone, msg_id in pairs}
+        if len(pairs) > 1:
+            digest = hashlib.sha256("\n".join(f"{p},{i}" for p, i in pairs).encode()).hexdigest()
+            limits[self.keys.status_mass(login, digest)] = 1
+            if self.status_policy.strict_mass:
+                limits[self.keys.status_mass_any(login)] = 1
+        return self._rate(limits, window_ms, now_ms)
 
-    def _count_in_window(self, key: str, *, limit: int, window_ms: int) -> int:
-        """Count one more request in the key's window (opened by the first); 0 while within ``limit``,
-        else ms until the window closes. One MULTI: atomic for all workers."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(key, b"0", nx=True, px=window_ms)
-        pipe.incr(key)
-        pipe.pttl(key)
-        _, count, ttl = pipe.execute()
-        if int(count) <= limit:
-            return 0
-        return max(int(ttl), 1)
+    def claim_balance_request(self, login: str, *, window_ms: int = _MINUTE_MS, now_ms: int | None = None) -> int:
+        """0 if one more balance.php request may leave now (ten a minute); else ms to wait."""
+        return self._rate({self.keys.balance_requests(login): _BALANCE_PER_MINUTE}, window_ms, now_ms)
+
+    def _rate(self, limits: Mapping[str, int], window_ms: int, now_ms: int | None) -> int:
+        return int(self.scripts.rate(keys=list(limits), args=[_clock(now_ms), window_ms, *limits.values()]))
 
     # -- login semaphore -------------------------------------------------------------------------
-    def acquire_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int) -> bool:
-        """True when the slot is taken (see :meth:`try_slot` for why it was not)."""
-        return self.try_slot(account, token, now_ms=now_ms, lease_ms=lease_ms, cap=cap) == "taken"
+    def try_slot(self, login: str, token: str, *, lease_ms: int, cap: int | None = None, probe: bool = False,
+                 now_ms: int | None = None) -> SlotResult:
+        """Take one of the login's slots: ``TAKEN``, ``BUSY`` (at the cap: :meth:`wait_for_slot`) or
+        ``CLOSED`` (stopped, backing off, cooling down or quiet: give the batch back without a request).
 
-    def try_slot(self, account: str, token: str, *, now_ms: int, lease_ms: int, cap: int,
-                 probe: bool = False) -> str:
-        """``"taken"``; ``"busy"`` when the login is at its cap (wait a moment); ``"closed"`` when the
-        account must not send now (stopped, or backing off): give the batch back without a request.
+        ``cap``: the configured cap (default :attr:`AdaptivePolicy.max_cap`); the semaphore uses the
+        smaller of it and the login's adaptive cap. ``probe``: the caller's credentials are not proven
+        (:meth:`credentials_proven`); such requests go out one at a time for the whole login, so a
+        wrong password is refused once, not once per slot. Renew the lease while the slot is held
+        (:meth:`renew_slot`)."""
+        k = self.keys
+        res = self.scripts.acquire(
+            keys=[k.inflight(login), k.account(login), k.probe(login), k.revoked(login)],
+            args=[token, _clock(now_ms), lease_ms, cap if cap is not None else self.adaptive_policy.max_cap,
+                  "1" if probe else "0"])
+        return _SLOT_RESULTS[int(res)]
 
-        ``probe``: the calling process has had no good answer with its credentials yet; such requests
-        go out one at a time for the whole account, so a wrong password is refused once, not per slot."""
-        res = int(self.scripts.acquire(
-            keys=[self.keys.inflight(account), self.keys.account(account), self.keys.probe(account)],
-            args=[token, now_ms, now_ms + lease_ms, cap, "1" if probe else "0"]))
-        return "taken" if res == 1 else "busy" if res == 0 else "closed"
+    def renew_slot(self, login: str, token: str, *, lease_ms: int, now_ms: int | None = None) -> bool:
+        """Extend the slot's lease (and the token's status slot) to ``lease_ms`` from now. False when
+        the slot was lost (its lease ran out) or may carry no new request (an error 2 came since it
+        was taken, or the account is stopped, backing off or quiet): send nothing more with it. A
+        request already out keeps its slot counted until it is released."""
+        return self._hold(login, token, str(int(lease_ms)), now_ms) == 1
 
-    def release_slot(self, account: str, token: str) -> None:
-        """Give the slot back and wake one execution waiting for it (:meth:`wait_for_slot`)."""
-        freed = self.keys.slot_freed(account)
+    def slot_valid(self, login: str, token: str, *, now_ms: int | None = None) -> bool:
+        """Whether the held slot may carry a request now — the last check before the POST: after the
+        first error 2 (or an error 4) no new request leaves, whenever its slot was taken."""
+        return self._hold(login, token, "", now_ms) == 1
+
+    def _hold(self, login: str, token: str, lease_ms: str, now_ms: int | None) -> int:
+        k = self.keys
+        return int(self.scripts.hold(
+            keys=[k.inflight(login), k.probe(login), k.status_inflight(login), k.revoked(login), k.account(login)],
+            args=[token, _clock(now_ms), lease_ms]))
+
+    def release_slot(self, login: str, token: str) -> None:
+        """Give the slot back (and the token's status slot) and wake one execution waiting for it
+        (:meth:`wait_for_slot`)."""
+        k = self.keys
+        freed = k.slot_freed(login)
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrem(self.keys.inflight(account), token)
-        pipe.zrem(self.keys.probe(account), token)
+        pipe.zrem(k.inflight(login), token)
+        pipe.zrem(k.probe(login), token)
+        pipe.zrem(k.status_inflight(login), token)
         # A wake-up is only a hint (the semaphore's ZSET stays the truth): unclaimed ones are capped, so
         # a waiter that finds a stale one just tries once more.
         pipe.lpush(freed, b"1")
@@ -151,37 +306,77 @@ class Guards:
         pipe.pexpire(freed, 60_000)
         pipe.execute()
 
-    def wait_for_slot(self, account: str, timeout_s: float) -> bool:
+    def wait_for_slot(self, login: str, timeout_s: float) -> bool:
         """Block until a slot of the login was given back or ``timeout_s`` passed (True: try again now).
 
         Redis serves blocked clients first come, first served, so the execution that has waited longest
         is woken first, at once — not at its next poll, while a newcomer takes the slot. A slot freed
         by an expired lease wakes nobody: the timeout covers it."""
-        return self.r.blpop([self.keys.slot_freed(account)], timeout=max(timeout_s, 0.001)) is not None
+        return self.r.blpop([self.keys.slot_freed(login)], timeout=max(timeout_s, 0.001)) is not None
 
-    def slots_in_use(self, account: str, now_ms: int) -> int:
-        return int(self.r.zcount(self.keys.inflight(account), now_ms + 1, "+inf"))
+    def slots_in_use(self, login: str, now_ms: int | None = None) -> int:
+        """Login slots whose lease has not run out."""
+        if now_ms is None:
+            seconds, micros = self.r.time()
+            now_ms = seconds * 1000 + micros // 1000
+        return int(self.r.zcount(self.keys.inflight(login), now_ms + 1, "+inf"))
+
+    # -- status semaphore ------------------------------------------------------------------------
+    def try_status_slot(self, login: str, token: str, *, lease_ms: int, now_ms: int | None = None) -> SlotResult:
+        """Take a status slot for the holder of login slot ``token``: ``TAKEN``; ``BUSY`` (four status
+        requests in flight: try again in a moment); ``CLOSED`` (the account must not send now); ``LOST``
+        (the login slot is gone). Release it when the answer is in (:meth:`release_status_slot`)."""
+        k = self.keys
+        res = self.scripts.status_slot(
+            keys=[k.inflight(login), k.revoked(login), k.account(login), k.status_inflight(login)],
+            args=[token, _clock(now_ms), lease_ms, self.status_policy.concurrency])
+        return _SLOT_RESULTS[int(res)]
+
+    def release_status_slot(self, login: str, token: str) -> None:
+        self.r.zrem(self.keys.status_inflight(login), token)
 
     # -- account ---------------------------------------------------------------------------------
-    def account_outcome(self, account: str, outcome: str, *, now_ms: int, reason: str = "",
-                        base_backoff_ms: int | None = None) -> AccountVerdict:
-        p = self.policy
-        state, until, streak = self.scripts.account(
-            keys=[self.keys.account(account)],
-            args=[outcome, now_ms, reason[:300], base_backoff_ms or p.base_backoff_ms, p.max_backoff_ms,
-                  p.stop_after, p.cooldown_ms, p.errors_before_backoff])
-        return AccountVerdict(_s(state), int(until), int(streak))
+    def account_outcome(self, login: str, outcome: Answer | str, *, now_ms: int | None = None, reason: str = "",
+                        base_backoff_ms: int | None = None, latency_ms: int | None = None) -> AccountVerdict:
+        """Apply one request's outcome to the account (see :class:`Answer`). ``latency_ms``: how long a
+        good answer took (the caller's monotonic clock: a duration, not a time); a slow one lowers the
+        adaptive cap as an unknown outcome does."""
+        p, a, k = self.account_policy, self.adaptive_policy, self.keys
+        state, until, streak, cap = self.scripts.account(
+            keys=[k.account(login), k.inflight(login), k.revoked(login)],
+            args=[Answer(outcome).value, _clock(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
+                  p.max_backoff_ms, p.stop_after, p.cooldown_ms, p.errors_before_backoff,
+                  "" if latency_ms is None else int(latency_ms), a.slow_answer_ms, a.max_cap, a.decrease,
+                  a.hold_ms])
+        return AccountVerdict(AccountStatus(_s(state)), int(_s(until)), int(_s(streak)),
+                              float(_s(cap)) if _s(cap) else None)
 
-    def account_state(self, account: str) -> dict[str, str]:
-        raw = self.r.hgetall(self.keys.account(account))
-        return {_s(k): _s(v) for k, v in raw.items()}
+    def account_state(self, login: str) -> AccountState:
+        raw = self.r.hgetall(self.keys.account(login))
+        return AccountState.from_hash({_s(k): _s(v) for k, v in raw.items()})
 
-    def reset_account(self, account: str) -> None:
-        """An operator's resume: clear a stop, a cool-down and a back-off (a password must be proven
-        again by one request before the full concurrency returns)."""
-        key = self.keys.account(account)
+    def reset_account(self, login: str) -> None:
+        """An operator's resume: clear a stop, a cool-down and a back-off (credentials must be proven
+        again by one request before the full concurrency returns; slots revoked by the error 2 stay
+        revoked)."""
+        key = self.keys.account(login)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping={"state": "ok", "backoff_until": "0", "errors_in_a_row": "0", "level": "0"})
         pipe.hdel(key, "reason")
         pipe.execute()
 
+    def credentials_proven(self, login: str, fingerprint: str) -> bool:
+        """Whether the provider accepted these credentials (their fingerprint) since the last error 2:
+        then the caller may use the full cap at once; otherwise it sends as a probe."""
+        stored = self.r.hget(self.keys.account(login), "proven_fp")
+        return stored is not None and _s(stored) == fingerprint
+
+    def prove_credentials(self, login: str, fingerprint: str) -> bool:
+        """Remember the fingerprint (a salted slow hash, never the secret) of credentials the provider
+        just accepted. False when refused: the account was stopped by an error 2 since."""
+        return bool(self.scripts.prove(keys=[self.keys.account(login)], args=[fingerprint]))
+
+    def quiet(self, login: str, until_ms: int) -> int:
+        """No new slot for the login before ``until_ms`` (server clock), e.g. after a Redis restart while
+        requests sent before it may still be in flight. Never shortens a quiet; returns the one in effect."""
+        return int(self.scripts.quiet(keys=[self.keys.account(login)], args=[int(until_ms)]))
