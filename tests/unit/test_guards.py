@@ -1,32 +1,30 @@
-"""The provider's rules, enforced in Redis for all workers together (design invariant 5).
+"""The provider's rules on messages and requests, enforced in Redis for all workers together (design
+invariant 5), by the Redis server's clock (invariant 9), per login across namespaces.
 
 Every behaviour runs on the real redis-server (the truth); the pure-logic ones also run on fakeredis
 with its Lua extra (``backend`` = ``real`` | ``fake``). The races use several real clients, one per
 thread, against the private test server: the server's atomicity is what is under test.
+(The login semaphore is in ``test_guards_slots.py``, the account state in ``test_guards_account.py``.)
 """
 
 from __future__ import annotations
 
-import random
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import fakeredis
 import pytest
 import redis
+from redis.crc import key_slot
 
-from scheduler.guards import AccountPolicy, FloodPolicy, Guards
-from scheduler.keys import Keys
+from scheduler.guards import FloodPolicy, Guards, StatusPolicy
+from scheduler.keys import Keys, login_id
+from tests.unit.guards_helpers import ACCT, PHONE, T, hammer, server_ms
 from worker.dev.stack import RedisServer
 
-T = 1_700_000_000_000  # the controllable clock of these tests (ms)
-ACCT = "acct"
-PHONE = "+79001234567"
 GAP = FloodPolicy().gap_ms
 LIMIT = FloodPolicy().limit
+MINUTE = 60_000
 
 
 @pytest.fixture
@@ -56,34 +54,52 @@ def real_guards(redis_client: redis.Redis) -> Guards:
     return Guards(redis_client, Keys("t"))
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+# -- keys ---------------------------------------------------------------------------------------------
 
 
-def hammer(n_threads: int, server: RedisServer, work: Callable[[Guards, int], Any]) -> list[Any]:
-    """Run ``work(guards, i)`` in ``n_threads`` threads, each with its own client, started together."""
-    barrier = threading.Barrier(n_threads)
-    results: list[Any] = [None] * n_threads
-    errors: list[BaseException] = []
+def test_login_keys_are_the_same_in_every_namespace_and_namespace_keys_are_not() -> None:
+    a, b = Keys("a"), Keys("b")
+    for build in ("account", "inflight", "probe", "revoked", "status_inflight", "slot_freed",
+                  "balance_requests", "status_mass_any"):
+        assert getattr(a, build)(ACCT) == getattr(b, build)(ACCT), build
+    assert a.flood(ACCT, "79001234567") == b.flood(ACCT, "79001234567")
+    assert a.send_request(ACCT, "f" * 64) == b.send_request(ACCT, "f" * 64)
+    assert a.inflight(ACCT) != a.inflight("other")
+    assert a.due != b.due
+    assert a.campaign("c1") != b.campaign("c1")
+    assert a.inflight(ACCT) == "{smsc}:login:acct:inflight"
+    assert a.due == "{smsc}:a:due"
 
-    def run(i: int) -> None:
-        client = server.client()
-        try:
-            g = Guards(client, Keys("t"))
-            barrier.wait(timeout=10)
-            results[i] = work(g, i)
-        except BaseException as exc:  # surfaced below: a thread's failure fails the test
-            errors.append(exc)
-        finally:
-            client.close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert not errors, errors
-    return results
+def test_every_key_shares_one_hash_slot_so_one_script_may_touch_namespace_and_login_keys() -> None:
+    k = Keys("ns1")
+    every = [k.due, k.leased, k.campaigns, k.meta, k.recovery_lock, k.campaign("c"), k.seen("c"),
+             k.parked("c"), k.batch("c:0"), k.account_campaigns(ACCT), k.account(ACCT), k.inflight(ACCT),
+             k.probe(ACCT), k.revoked(ACCT), k.status_inflight(ACCT), k.slot_freed(ACCT),
+             k.flood(ACCT, "7900"), k.send_request(ACCT, "f"), k.cost_request(ACCT, "f"),
+             k.status_message(ACCT, "c-0", "7900"), k.status_mass(ACCT, "f"), k.status_mass_any(ACCT),
+             k.balance_requests(ACCT), Keys("ns2").due]
+    assert all(key.startswith("{smsc}:") for key in every)
+    assert {key_slot(key.encode()) for key in every} == {key_slot(b"{smsc}")}
+
+
+def test_an_api_key_account_is_named_by_a_digest_of_the_key_never_the_key() -> None:
+    name = login_id(apikey="s3cret-api-key-0123456789")
+    assert name == login_id(apikey="s3cret-api-key-0123456789")  # every process agrees
+    assert name != login_id(apikey="another-api-key")
+    assert "s3cret" not in name and "0123456789" not in name
+    assert name.startswith("#") and len(name) == 25
+    assert "s3cret" not in Keys("t").inflight(name)
+    assert login_id("acme", apikey="ignored-when-there-is-a-login") == "acme"
+    with pytest.raises(ValueError):
+        login_id()
+
+
+def test_a_namespace_cannot_be_called_login_and_a_login_cannot_hold_a_colon() -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        Keys("login")
+    with pytest.raises(ValueError, match="login"):
+        Keys("t").inflight("acme:inflight")
 
 
 # -- flood guard ------------------------------------------------------------------------------------
@@ -129,16 +145,22 @@ def test_flood_guard_counts_a_number_with_and_without_plus_as_one_subscriber(gua
     assert guards.admit_phones(ACCT, ["79001234567"], T + 1) == [T + GAP]
 
 
-def test_flood_guard_is_per_account(guards: Guards) -> None:
+def test_flood_guard_is_per_login(guards: Guards) -> None:
     assert guards.admit_phones(ACCT, [PHONE] * LIMIT, T) == [0] * LIMIT
     assert guards.admit_phones("other", [PHONE], T) == [0]
 
 
-def test_flood_guard_admission_on_a_slower_clock_does_not_shorten_the_chain(guards: Guards) -> None:
-    # Two workers whose clocks differ by a second: the later message must stay the chain's last one,
-    # or the 51st would be released a second before the provider sees a 60 s gap.
+def test_flood_guard_is_shared_by_every_namespace_sending_with_one_login(backend: redis.Redis) -> None:
+    first, second = Guards(backend, Keys("deploy1")), Guards(backend, Keys("deploy2"))
+    assert first.admit_phones(ACCT, [PHONE] * LIMIT, T) == [0] * LIMIT
+    assert second.admit_phones(ACCT, [PHONE], T + 1) == [T + GAP]
+
+
+def test_flood_guard_chain_end_never_moves_back_when_time_is_stepped_back(guards: Guards) -> None:
+    # A server clock set back a second (or a test stepping time) must not shorten the chain: the
+    # later message stays the chain's last one.
     assert guards.admit_phones(ACCT, [PHONE] * (LIMIT - 1), T + 1000) == [0] * (LIMIT - 1)
-    assert guards.admit_phones(ACCT, [PHONE], T) == [0]  # the 50th, stamped by a slower clock
+    assert guards.admit_phones(ACCT, [PHONE], T) == [0]
     assert guards.admit_phones(ACCT, [PHONE], T + 1001) == [T + 1000 + GAP]
     assert guards.admit_phones(ACCT, [PHONE], T + GAP + 500) == [T + 1000 + GAP]
 
@@ -147,143 +169,57 @@ def test_flood_guard_empty_call_admits_nothing(guards: Guards) -> None:
     assert guards.admit_phones(ACCT, [], T) == []
 
 
+def test_flood_guard_decides_by_the_servers_clock_so_a_host_5s_fast_cannot_send_the_51st_early(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gap = 1_500  # a short gap keeps the test short; the rule is the same
+    g = Guards(redis_client, Keys("t"), flood=FloodPolicy(gap_ms=gap))
+    assert g.admit_phones(ACCT, [PHONE] * LIMIT) == [0] * LIMIT  # sent from a host with a true clock
+    # The 51st is tried from a host whose clock runs 5 s fast: by its clock the gap is long over.
+    real_time, real_time_ns = time.time, time.time_ns
+    monkeypatch.setattr(time, "time", lambda: real_time() + 5.0)
+    monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + 5_000_000_000)
+    [held_until] = g.admit_phones(ACCT, [PHONE])
+    assert 0 < held_until - server_ms(redis_client) <= gap
+    time.sleep(gap / 2000)
+    assert g.admit_phones(ACCT, [PHONE]) == [held_until]
+    while server_ms(redis_client) < held_until:
+        time.sleep(0.05)
+    assert g.admit_phones(ACCT, [PHONE]) == [0]
+
+
 def test_flood_guard_race_never_admits_more_than_fifty_in_one_chain(redis_server: RedisServer,
                                                                   redis_client: redis.Redis) -> None:
     def work(g: Guards, i: int) -> int:
         admitted = 0
         for _ in range(40):
-            waits = g.admit_phones(ACCT, [PHONE] * 3 + [f"+7900555{i:04d}"], now_ms())
+            waits = g.admit_phones(ACCT, [PHONE] * 3 + [f"+7900555{i:04d}"])
             admitted += waits[:3].count(0)
         return admitted
 
-    started = now_ms()
+    started = server_ms(redis_client)
     admitted = hammer(8, redis_server, work)
-    assert now_ms() - started < GAP, "the race must stay within one chain to be meaningful"
+    assert server_ms(redis_client) - started < GAP, "the race must stay within one chain to be meaningful"
     # 8 threads x 40 calls x 3 = 960 attempts at one number within one chain: exactly 50 got through.
     assert sum(admitted) == LIMIT, f"admitted per thread: {admitted}"
 
 
-# -- login semaphore ----------------------------------------------------------------------------------
-
-
-def test_semaphore_never_admits_more_than_cap_holders(guards: Guards) -> None:
-    guards.account_outcome(ACCT, "ok", now_ms=T)  # a proven password: the full cap
-    taken = [guards.acquire_slot(ACCT, f"tok{i}", now_ms=T, lease_ms=30_000, cap=14) for i in range(20)]
-    assert taken == [True] * 14 + [False] * 6
-    assert guards.slots_in_use(ACCT, T) == 14
-    guards.release_slot(ACCT, "tok3")
-    assert guards.acquire_slot(ACCT, "late", now_ms=T + 1, lease_ms=30_000, cap=14)
-    assert not guards.acquire_slot(ACCT, "later", now_ms=T + 2, lease_ms=30_000, cap=14)
-
-
-def test_semaphore_slot_of_a_holder_that_died_comes_back_after_its_lease(guards: Guards) -> None:
-    guards.account_outcome(ACCT, "ok", now_ms=T)
-    for i in range(14):
-        assert guards.acquire_slot(ACCT, f"dead{i}", now_ms=T, lease_ms=10_000, cap=14)
-    # The holders never release (killed): the login stays full until their lease ends, then frees.
-    assert not guards.acquire_slot(ACCT, "next", now_ms=T + 9_999, lease_ms=10_000, cap=14)
-    assert guards.slots_in_use(ACCT, T + 10_000) == 0
-    assert guards.acquire_slot(ACCT, "next", now_ms=T + 10_000, lease_ms=10_000, cap=14)
-
-
-def test_semaphore_unverified_account_gets_one_slot_until_a_successful_answer(guards: Guards) -> None:
-    assert guards.account_state(ACCT).get("verified") != "1"
-    assert guards.acquire_slot(ACCT, "a", now_ms=T, lease_ms=30_000, cap=14)
-    assert not guards.acquire_slot(ACCT, "b", now_ms=T, lease_ms=30_000, cap=14)
-    guards.account_outcome(ACCT, "ok", now_ms=T + 1)
-    assert all(guards.acquire_slot(ACCT, f"t{i}", now_ms=T + 2, lease_ms=30_000, cap=14) for i in range(13))
-    assert not guards.acquire_slot(ACCT, "over", now_ms=T + 2, lease_ms=30_000, cap=14)
-
-
-def test_semaphore_wrong_password_brings_the_cap_back_to_one(guards: Guards) -> None:
-    guards.account_outcome(ACCT, "ok", now_ms=T)
-    guards.account_outcome(ACCT, "auth", now_ms=T + 1, reason="error 2: bad login")
-    guards.reset_account(ACCT)  # the operator fixed the settings: the password must prove itself again
-    assert guards.acquire_slot(ACCT, "a", now_ms=T + 2, lease_ms=30_000, cap=14)
-    assert not guards.acquire_slot(ACCT, "b", now_ms=T + 2, lease_ms=30_000, cap=14)
-
-
-def test_semaphore_is_closed_while_the_account_is_stopped(guards: Guards) -> None:
-    guards.account_outcome(ACCT, "ok", now_ms=T)
-    guards.account_outcome(ACCT, "auth", now_ms=T + 1, reason="error 2")
-    assert guards.try_slot(ACCT, "a", now_ms=T + 2, lease_ms=30_000, cap=14) == "closed"
-    assert guards.slots_in_use(ACCT, T + 2) == 0  # nothing taken: the batch goes back without a request
-    guards.reset_account(ACCT)
-    assert guards.try_slot(ACCT, "a", now_ms=T + 3, lease_ms=30_000, cap=14) == "taken"
-
-
-def test_semaphore_is_closed_until_the_accounts_backoff_ends(guards: Guards) -> None:
-    guards.account_outcome(ACCT, "ok", now_ms=T)
-    until = guards.account_outcome(ACCT, "block", now_ms=T).backoff_until_ms
-    assert guards.try_slot(ACCT, "a", now_ms=until - 1, lease_ms=30_000, cap=14) == "closed"
-    assert guards.try_slot(ACCT, "a", now_ms=until, lease_ms=30_000, cap=14) == "taken"
-    assert guards.try_slot(ACCT, "b", now_ms=until, lease_ms=30_000, cap=1) == "busy"
-
-
-def test_semaphore_race_never_exceeds_the_cap(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    cap = 14
-    g0 = Guards(redis_client, Keys("t"))
-    g0.account_outcome(ACCT, "ok", now_ms=now_ms())
-    inflight = Keys("t").inflight(ACCT)
-    stop = threading.Event()
-    holding = 0
-    peak_holding = 0
-    lock = threading.Lock()
-    peak_zcard = 0
-
-    def monitor() -> None:
-        nonlocal peak_zcard
-        client = redis_server.client()
-        try:
-            while not stop.is_set():
-                peak_zcard = max(peak_zcard, int(client.zcard(inflight)))
-        finally:
-            client.close()
-
-    def work(g: Guards, i: int) -> int:
-        nonlocal holding, peak_holding
-        rnd = random.Random(i)
-        acquired = 0
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            token = uuid.uuid4().hex
-            if not g.acquire_slot(ACCT, token, now_ms=now_ms(), lease_ms=60_000, cap=cap):
-                time.sleep(0.0005)
-                continue
-            acquired += 1
-            with lock:
-                holding += 1
-                peak_holding = max(peak_holding, holding)
-            time.sleep(rnd.uniform(0, 0.003))
-            with lock:
-                holding -= 1
-            g.release_slot(ACCT, token)
-        return acquired
-
-    mon = threading.Thread(target=monitor)
-    mon.start()
-    try:
-        acquired = hammer(32, redis_server, work)
-    finally:
-        stop.set()
-        mon.join(timeout=10)
-    assert peak_zcard <= cap, f"{peak_zcard} requests in flight at once (cap {cap})"
-    assert peak_holding <= cap, f"{peak_holding} holders at once (cap {cap})"
-    assert peak_zcard == cap, f"the race never filled the login (peak {peak_zcard}): it proved nothing"
-    assert sum(acquired) > 200, f"only {sum(acquired)} acquisitions in the race"
-    assert redis_client.zcard(inflight) == 0  # every slot given back
-
-
-# -- request dedup ----------------------------------------------------------------------------------
+# -- send and cost requests ---------------------------------------------------------------------------
 
 
 def test_identical_send_request_is_refused_within_a_minute(guards: Guards) -> None:
     fp = "f" * 64
     assert guards.claim_send_request(ACCT, fp) == 0
     wait = guards.claim_send_request(ACCT, fp)
-    assert 0 < wait <= 60_000
+    assert 0 < wait <= MINUTE
     assert guards.claim_send_request(ACCT, "e" * 64) == 0  # a different request is not held
-    assert guards.claim_send_request("other", fp) == 0  # nor the same request of another account
+    assert guards.claim_send_request("other", fp) == 0  # nor the same request of another login
+
+
+def test_identical_send_request_is_refused_to_another_namespace_on_the_same_login(backend: redis.Redis) -> None:
+    fp = "f" * 64
+    assert Guards(backend, Keys("deploy1")).claim_send_request(ACCT, fp) == 0
+    assert Guards(backend, Keys("deploy2")).claim_send_request(ACCT, fp) > 0
 
 
 def test_identical_send_request_may_go_again_after_it_was_forgotten(guards: Guards) -> None:
@@ -304,10 +240,19 @@ def test_identical_send_request_may_go_again_after_the_window(real_guards: Guard
 
 def test_identical_cost_request_five_allowed_the_sixth_refused(guards: Guards) -> None:
     fp = "c" * 64
-    assert [guards.claim_cost_request(ACCT, fp) for _ in range(5)] == [0] * 5
-    wait = guards.claim_cost_request(ACCT, fp)
-    assert 0 < wait <= 60_000
-    assert guards.claim_cost_request(ACCT, "d" * 64) == 0
+    assert [guards.claim_cost_request(ACCT, fp, now_ms=T) for _ in range(5)] == [0] * 5
+    assert guards.claim_cost_request(ACCT, fp, now_ms=T + 1) == MINUTE - 1
+    assert guards.claim_cost_request(ACCT, "d" * 64, now_ms=T + 1) == 0
+
+
+def test_cost_requests_are_limited_within_any_minute_not_per_window_opened_by_the_first(guards: Guards) -> None:
+    fp = "c" * 64
+    assert guards.claim_cost_request(ACCT, fp, now_ms=T) == 0
+    assert [guards.claim_cost_request(ACCT, fp, now_ms=T + 50_000) for _ in range(4)] == [0] * 4
+    # A minute after the first, one more may go — not five more: four of the minute are 10 s old.
+    assert guards.claim_cost_request(ACCT, fp, now_ms=T + MINUTE) == 0
+    assert guards.claim_cost_request(ACCT, fp, now_ms=T + MINUTE + 1) == 50_000 + MINUTE - (MINUTE + 1)
+    assert guards.claim_cost_request(ACCT, fp, now_ms=T + 50_000 + MINUTE) == 0
 
 
 def test_identical_cost_requests_are_allowed_again_after_the_window(real_guards: Guards) -> None:
@@ -317,26 +262,12 @@ def test_identical_cost_requests_are_allowed_again_after_the_window(real_guards:
     assert real_guards.claim_cost_request(ACCT, fp, window_ms=60) == 0
 
 
-def test_status_request_for_one_message_five_allowed_the_sixth_refused(guards: Guards) -> None:
-    pair = [(PHONE, "c1-0")]
-    assert [guards.claim_status_request(ACCT, pair) for _ in range(5)] == [0] * 5
-    assert 0 < guards.claim_status_request(ACCT, pair) <= 60_000
-    assert guards.claim_status_request(ACCT, [(PHONE, "c1-1")]) == 0  # another message
-
-
-def test_identical_mass_status_request_is_refused_within_a_minute(guards: Guards) -> None:
-    pairs = [(PHONE, "c1-0"), ("+79001230001", "c1-0")]
-    assert guards.claim_status_request(ACCT, pairs) == 0
-    assert 0 < guards.claim_status_request(ACCT, pairs) <= 60_000
-    assert guards.claim_status_request(ACCT, [*pairs, ("+79001230002", "c1-0")]) == 0  # not identical
-
-
 def test_send_request_race_has_exactly_one_winner(redis_server: RedisServer, redis_client: redis.Redis) -> None:
     fp = "a" * 64
     waits = hammer(16, redis_server, lambda g, i: [g.claim_send_request(ACCT, fp) for _ in range(5)])
     flat = [w for per_thread in waits for w in per_thread]
     assert flat.count(0) == 1
-    assert all(0 < w <= 60_000 for w in flat if w)
+    assert all(0 < w <= MINUTE for w in flat if w)
 
 
 def test_cost_request_race_has_exactly_five_winners(redis_server: RedisServer, redis_client: redis.Redis) -> None:
@@ -344,98 +275,108 @@ def test_cost_request_race_has_exactly_five_winners(redis_server: RedisServer, r
     waits = hammer(16, redis_server, lambda g, i: [g.claim_cost_request(ACCT, fp) for _ in range(5)])
     flat = [w for per_thread in waits for w in per_thread]
     assert flat.count(0) == 5
-    assert all(0 < w <= 60_000 for w in flat if w)
+    assert all(0 < w <= MINUTE for w in flat if w)
 
 
-# -- account outcome ----------------------------------------------------------------------------------
+# -- status.php and balance.php -----------------------------------------------------------------------
 
-BASE = AccountPolicy().base_backoff_ms
-MAX = AccountPolicy().max_backoff_ms
-
-
-def test_account_error_streak_backs_off_after_errors_before_backoff_and_doubles(guards: Guards) -> None:
-    before = AccountPolicy().errors_before_backoff
-    untils = [guards.account_outcome(ACCT, "error", now_ms=T, reason="HTTP 500").backoff_until_ms
-              for _ in range(before + 3)]
-    assert untils[: before - 1] == [0] * (before - 1)
-    assert untils[before - 1:] == [T + BASE, T + 2 * BASE, T + 4 * BASE, T + 8 * BASE]
-    state = guards.account_state(ACCT)
-    assert state["errors_in_a_row"] == str(before + 3)
-    assert state["last_error"] == "HTTP 500"
+MASS = [(PHONE, "c1-0"), ("+79001230001", "c1-0")]
 
 
-def test_account_backoff_is_capped(guards: Guards) -> None:
-    v = None
-    for _ in range(15):
-        v = guards.account_outcome(ACCT, "block", now_ms=T)
-    assert v is not None and v.backoff_until_ms == T + MAX
+def test_status_request_for_one_message_five_allowed_the_sixth_refused(guards: Guards) -> None:
+    pair = [(PHONE, "c1-0")]
+    assert [guards.claim_status_request(ACCT, pair, now_ms=T) for _ in range(5)] == [0] * 5
+    assert guards.claim_status_request(ACCT, pair, now_ms=T + 10) == MINUTE - 10
+    assert guards.claim_status_request(ACCT, [(PHONE, "c1-1")], now_ms=T + 10) == 0  # another message
+    assert guards.claim_status_request(ACCT, pair, now_ms=T + MINUTE) == 0
 
 
-def test_account_block_backs_off_at_once_and_grows(guards: Guards) -> None:
-    first = guards.account_outcome(ACCT, "block", now_ms=T, reason="error 4")
-    assert first.backoff_until_ms == T + BASE
-    second = guards.account_outcome(ACCT, "block", now_ms=T + BASE, reason="error 4")
-    assert second.backoff_until_ms == T + BASE + 2 * BASE
-    third = guards.account_outcome(ACCT, "block", now_ms=T + 3 * BASE, reason="error 4")
-    assert third.backoff_until_ms == T + 3 * BASE + 4 * BASE
+def test_a_message_asked_within_mass_requests_counts_toward_its_five_a_minute(guards: Guards) -> None:
+    for i in range(5):  # five different mass requests, each asking about the same message among others
+        assert guards.claim_status_request(ACCT, [(PHONE, "c1-0"), (f"+7900123000{i}", "c1-0")], now_ms=T) == 0
+    assert guards.claim_status_request(ACCT, [(PHONE, "c1-0")], now_ms=T) > 0
+    assert guards.claim_status_request(ACCT, [(PHONE, "c1-0"), ("+79001239999", "c1-0")], now_ms=T) > 0
 
 
-def test_account_backoff_never_shrinks(guards: Guards) -> None:
-    long = guards.account_outcome(ACCT, "block", now_ms=T, base_backoff_ms=500_000).backoff_until_ms
-    short = guards.account_outcome(ACCT, "error", now_ms=T + 1).backoff_until_ms
-    assert short == long == T + 500_000
+def test_a_message_is_one_message_with_and_without_plus(guards: Guards) -> None:
+    assert [guards.claim_status_request(ACCT, [("+79001234567", "c1-0")], now_ms=T) for _ in range(3)] == [0] * 3
+    assert [guards.claim_status_request(ACCT, [("79001234567", "c1-0")], now_ms=T) for _ in range(2)] == [0] * 2
+    assert guards.claim_status_request(ACCT, [("79001234567", "c1-0")], now_ms=T) > 0
 
 
-def test_account_wrong_password_stops_the_account(guards: Guards) -> None:
-    v = guards.account_outcome(ACCT, "auth", now_ms=T, reason="error 2: invalid login")
-    assert v.state == "stopped"
-    state = guards.account_state(ACCT)
-    assert state["state"] == "stopped"
-    assert state["reason"] == "error 2: invalid login"
-    # A later success of a request already in flight does not restart a stopped account.
-    assert guards.account_outcome(ACCT, "ok", now_ms=T + 1).state == "stopped"
+def test_identical_mass_status_request_is_refused_within_a_minute(guards: Guards) -> None:
+    assert guards.claim_status_request(ACCT, MASS, now_ms=T) == 0
+    assert guards.claim_status_request(ACCT, MASS, now_ms=T + 1) == MINUTE - 1
+    assert guards.claim_status_request(ACCT, [*MASS, ("+79001230002", "c1-0")], now_ms=T + 1) == 0
+    assert guards.claim_status_request(ACCT, MASS, now_ms=T + MINUTE) == 0
 
 
-def test_account_cools_down_after_stop_after_errors_in_a_row(guards: Guards) -> None:
-    p = AccountPolicy()
-    assert p.stop_after < 100  # the provider blocks a login after 100 errors in a row
-    verdicts = [guards.account_outcome(ACCT, "error", now_ms=T + i, reason="timeout") for i in range(p.stop_after)]
-    assert {v.state for v in verdicts[:-1]} == {"ok"}
-    last = verdicts[-1]
-    assert last.state == "cooldown"
-    assert last.errors_in_a_row == p.stop_after
-    assert last.backoff_until_ms >= T + p.stop_after - 1 + p.cooldown_ms
+def test_a_refused_status_request_counts_toward_nothing(guards: Guards) -> None:
+    assert guards.claim_status_request(ACCT, MASS, now_ms=T) == 0
+    assert guards.claim_status_request(ACCT, MASS, now_ms=T) > 0  # refused: its messages not counted
+    one = [MASS[0]]
+    assert [guards.claim_status_request(ACCT, one, now_ms=T) for _ in range(4)] == [0] * 4  # 1 + 4 = 5
+    assert guards.claim_status_request(ACCT, one, now_ms=T) > 0
 
 
-def test_account_success_resets_the_streak(guards: Guards) -> None:
-    for _ in range(4):
-        guards.account_outcome(ACCT, "error", now_ms=T)
-    ok = guards.account_outcome(ACCT, "ok", now_ms=T + 10 * BASE)
-    assert ok.errors_in_a_row == 0
-    later = T + 10 * BASE + 1
-    v = guards.account_outcome(ACCT, "error", now_ms=later)
-    assert v.errors_in_a_row == 1
-    assert v.backoff_until_ms <= later  # one error after a success: no new back-off
+def test_strict_reading_allows_one_mass_request_a_minute_per_login_whatever_it_asks(backend: redis.Redis) -> None:
+    strict = Guards(backend, Keys("t"), status=StatusPolicy(strict_mass=True))
+    assert strict.claim_status_request(ACCT, MASS, now_ms=T) == 0
+    other = [("+79001230005", "c2-0"), ("+79001230006", "c2-0")]
+    assert strict.claim_status_request(ACCT, other, now_ms=T + 1_000) == MINUTE - 1_000
+    assert strict.claim_status_request(ACCT, [("+79001230005", "c2-0")], now_ms=T + 1_000) == 0  # not mass
+    assert strict.claim_status_request("other", other, now_ms=T + 1_000) == 0  # another login
+    assert strict.claim_status_request(ACCT, other, now_ms=T + MINUTE) == 0
+    # The default reading lets a different mass request through.
+    assert Guards(backend, Keys("t")).claim_status_request(ACCT, [("+1", "x"), ("+2", "x")], now_ms=T + MINUTE) == 0
 
 
-def test_account_success_ends_a_cooldown(guards: Guards) -> None:
-    for i in range(AccountPolicy().stop_after):
-        guards.account_outcome(ACCT, "error", now_ms=T + i)
-    assert guards.account_state(ACCT)["state"] == "cooldown"
-    assert guards.account_outcome(ACCT, "ok", now_ms=T + AccountPolicy().cooldown_ms + 100).state == "ok"
+def test_status_limits_are_shared_by_every_namespace_on_one_login(backend: redis.Redis) -> None:
+    assert Guards(backend, Keys("deploy1")).claim_status_request(ACCT, MASS, now_ms=T) == 0
+    assert Guards(backend, Keys("deploy2")).claim_status_request(ACCT, MASS, now_ms=T) > 0
 
 
-def test_reset_account_clears_stop_backoff_and_streak(guards: Guards) -> None:
-    for _ in range(5):
-        guards.account_outcome(ACCT, "block", now_ms=T)
-    guards.account_outcome(ACCT, "auth", now_ms=T, reason="error 2")
-    guards.reset_account(ACCT)
-    state = guards.account_state(ACCT)
-    assert state["state"] == "ok"
-    assert state["backoff_until"] == "0"
-    assert state["errors_in_a_row"] == "0"
-    assert "reason" not in state
-    # The next error starts a new streak and a new back-off ladder.
-    v = guards.account_outcome(ACCT, "block", now_ms=T + 1)
-    assert (v.state, v.errors_in_a_row, v.backoff_until_ms) == ("ok", 1, T + 1 + BASE)
+def test_an_empty_status_request_is_a_mistake(guards: Guards) -> None:
+    with pytest.raises(ValueError):
+        guards.claim_status_request(ACCT, [])
 
+
+def test_balance_ten_a_minute_the_eleventh_refused(guards: Guards) -> None:
+    assert [guards.claim_balance_request(ACCT, now_ms=T + i) for i in range(10)] == [0] * 10
+    assert guards.claim_balance_request(ACCT, now_ms=T + 10) == MINUTE - 10
+    assert guards.claim_balance_request("other", now_ms=T + 10) == 0
+    assert guards.claim_balance_request(ACCT, now_ms=T + MINUTE) == 0  # the first has left the minute
+    assert guards.claim_balance_request(ACCT, now_ms=T + MINUTE) > 0
+
+
+def test_status_request_race_for_one_message_has_exactly_five_winners(redis_server: RedisServer,
+                                                                     redis_client: redis.Redis) -> None:
+    waits = hammer(16, redis_server, lambda g, i: [g.claim_status_request(ACCT, [MASS[0]]) for _ in range(3)])
+    flat = [w for per_thread in waits for w in per_thread]
+    assert flat.count(0) == 5
+    assert all(0 < w <= MINUTE for w in flat if w)
+
+
+def test_identical_mass_status_request_race_has_exactly_one_winner(redis_server: RedisServer,
+                                                                  redis_client: redis.Redis) -> None:
+    waits = hammer(16, redis_server, lambda g, i: [g.claim_status_request(ACCT, MASS) for _ in range(3)])
+    assert [w for per_thread in waits for w in per_thread].count(0) == 1
+
+
+def test_strict_mass_status_race_has_exactly_one_winner_among_different_requests(
+    redis_server: RedisServer, redis_client: redis.Redis,
+) -> None:
+    def make(client: redis.Redis, i: int) -> Guards:
+        return Guards(client, Keys("t"), status=StatusPolicy(strict_mass=True))
+
+    def work(g: Guards, i: int) -> list[int]:
+        return [g.claim_status_request(ACCT, [(f"+7900{i:03d}{j:04d}", "c-0"), (PHONE, f"c-{i}-{j}")])
+                for j in range(3)]
+
+    waits = hammer(16, redis_server, work, make=make)
+    assert [w for per_thread in waits for w in per_thread].count(0) == 1
+
+
+def test_balance_request_race_has_exactly_ten_winners(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    waits = hammer(16, redis_server, lambda g, i: [g.claim_balance_request(ACCT) for _ in range(3)])
+    assert [w for per_thread in waits for w in per_thread].count(0) == 10
