@@ -38,7 +38,7 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from scheduler.keys import text
+from scheduler.keys import Keys, text
 from worker.dev.stack import Stack
 
 __all__ = [
@@ -326,7 +326,7 @@ def scenario_worker_kills(workdir: Path, *, recipients: int) -> ScenarioResult:
             run.wait_progress(fraction)
             victim = next(w for w in run.stack.workers if w.running)
             mid = run.wait_request_in_flight()
-            leased = run.client.zcard("{" + run.stack.namespace + "}:leased")
+            leased = run.client.zcard(Keys(run.stack.namespace).leased)
             at = run.done()
             victim.kill()
             run.events.append({"kill": victim.name, "mid_request": mid, "done": at, "leased": leased})
@@ -360,7 +360,7 @@ def scenario_redis_restart(workdir: Path, *, recipients: int) -> ScenarioResult:
 
     def fault_and_count(run: _Run) -> None:
         fault(run)
-        meta = "{" + run.stack.namespace + "}:meta"
+        meta = Keys(run.stack.namespace).meta
         for _ in range(200):  # the workers find the new server and settle what could have left
             try:
                 marked, run_id = run.client.hmget(meta, "marked", "run_id")
