@@ -93,7 +93,11 @@ def count_segments(text: str) -> Segments:
 
 
 def validate_message(text: str) -> Segments:
-    """Return the segments of ``text``; raise ``ValueError`` (one line) if the provider would refuse it."""
+    """Return the segments of ``text``; raise ``ValueError`` (one line) if the provider would refuse it.
+
+    ``text`` is what the provider delivers and counts: :mod:`worker.smsc.requests` sends every text
+    unchanged (no escape), so the 1000-character check and the parts are the provider's.
+    """
     if not text.strip():
         raise ValueError("message is empty")
     if len(text) > MAX_MESSAGE_CHARS:
