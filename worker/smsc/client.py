@@ -1,42 +1,57 @@
-"""The HTTP client of the provider: send, cost, status and balance over one keep-alive ``httpx.Client``.
+"""The HTTP client of the provider: send, cost, status and balance over one keep-alive pool.
 
 Every request is a POST of ``application/x-www-form-urlencoded`` to ``{base_url}/sys/*.php`` with the
-credentials in the form body only: never in a URL, a log line or an exception text. httpx exceptions
-are translated to :mod:`worker.smsc.errors` at exactly one place (:func:`_translate`); answers are
-read by :mod:`worker.smsc.protocol`. The client is thread-safe (one pool shared by the threads of a
-worker process).
+credentials in the form body only: never in a URL, a log line or an exception. Requests are built by
+:mod:`worker.smsc.requests`, answers read by :mod:`worker.smsc.responses`.
 
-Log: one line per request on the ``worker.smsc.client`` logger: path, request id, number of phones
-(the first few masked to their last 4 digits), outcome and elapsed milliseconds.
+**Deadline.** ``timeout_s`` is a hard wall-clock bound on each request, from the call to the last byte
+of the answer (pool wait, connect, write, every read: :mod:`worker.smsc.deadline`); connecting gets at
+most 5 s of it. A request that has not been answered completely by then raises
+:class:`~worker.smsc.errors.SmscUnknownOutcome` (or :class:`~worker.smsc.errors.SmscConnectError` if
+it never left), so a caller may count on ``send()`` being over ``timeout_s`` after it began.
+
+**The one boundary.** httpx exceptions become :mod:`worker.smsc.errors` in :meth:`SmscClient._exchange`
+only, and are raised *outside* the ``except`` block that caught them: an httpx exception holds the
+request, whose body holds the password, so it is kept neither as ``__cause__`` nor as ``__context__``.
+Only its type name and the path go into the error.
+
+**Answers** are decoded as UTF-8, the charset every request asks for (``charset=utf-8``), whatever the
+``Content-Type`` header says; an answer that is not UTF-8 falls back to the header's charset.
+
+The client is thread-safe (one pool shared by the threads of a worker process: size it to the
+login's slots with ``max_connections``). Log: one line per request on the ``worker.smsc.client``
+logger: path, request id, number of phones (the first few masked to their last 4 digits), outcome and
+elapsed milliseconds.
 """
 
 from __future__ import annotations
 
+import codecs
+import functools
+import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
-from worker.smsc.errors import SmscConnectError, SmscError, SmscUnknownOutcome, classify
-from worker.smsc.protocol import (
-    CostReport,
-    Line,
-    SendReport,
-    StatusReport,
-    cost_params,
-    mask_phone,
-    parse_balance,
-    parse_send,
-    parse_status,
-    send_params,
+from worker.smsc.deadline import DeadlineTransport, deadline
+from worker.smsc.errors import (
+    SmscConnectError,
+    SmscError,
+    SmscTransportError,
+    SmscUnknownOutcome,
+    classify,
 )
+from worker.smsc.phones import mask_phone
+from worker.smsc.reports import CostReport, SendReport, StatusReport
+from worker.smsc.requests import Line, balance_params, cost_params, send_params, status_params
+from worker.smsc.responses import parse_balance, parse_send, parse_status
 
 __all__ = ["SmscClient"]
 
@@ -50,27 +65,34 @@ BALANCE_PATH: Final = "/sys/balance.php"
 
 # httpx failures after which the request certainly never reached the provider: safe to resend.
 _NEVER_LEFT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# Connecting is fast or broken: give up on it within 5 s (a connect failure is safe to retry).
+_CONNECT_S: Final = 5.0
+# An answer longer than this is not the provider's (a status answer of 200 messages is ~250 KB).
+_MAX_ANSWER_BYTES: Final = 32 * 1024 * 1024
 # Phones shown (masked) in a log line; the count is always logged.
 _LOGGED_PHONES: Final = 3
 _USER_AGENT: Final = "smsc-mailer/0.1"
 
 
-@contextmanager
-def _translate(path: str) -> Iterator[None]:
-    """The one boundary where httpx exceptions become ``SmscError``s.
+class _Answer(NamedTuple):
+    status: int
+    retry_after: str | None
+    redirect: bool
+    text: str
 
-    The message names only the path and the exception type: an httpx exception holds the request,
-    whose body holds the password, so nothing of it is formatted here. (Its own ``str()`` is the
-    transport's message, e.g. "timed out", never the body, so keeping it as ``__cause__`` is safe.)
-    """
+
+def _decode(body: bytes, content_type: str | None) -> str:
     try:
-        yield
-    except _NEVER_LEFT as exc:
-        raise SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent") from exc
-    except httpx.HTTPError as exc:
-        # Read/write timeouts, resets, cut or undecodable answers, and anything else we cannot place:
-        # the provider may have taken the request.
-        raise SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer") from exc
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    charset = re.search(r"charset=\"?([\w.:-]+)", content_type or "", re.IGNORECASE)
+    if charset is not None:
+        try:
+            return body.decode(codecs.lookup(charset[1]).name, errors="replace")
+        except LookupError:
+            pass
+    return body.decode("utf-8", errors="replace")
 
 
 class SmscClient:
@@ -97,19 +119,30 @@ class SmscClient:
             raise ValueError("SmscClient needs login + password, or an API key")
         if timeout_s <= 0 or max_connections < 1:
             raise ValueError("timeout_s must be > 0 and max_connections >= 1")
+        self.timeout_s = timeout_s
+        base = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            transport=transport,
-            # Connecting is fast or broken: give up on it within 5 s (a connect failure is safe to
-            # retry); waiting for the answer gets the full timeout (a read failure is not).
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            base_url=base,
+            transport=transport or DeadlineTransport(base_url=base, max_connections=max_connections),
             headers={"User-Agent": _USER_AGENT},
             follow_redirects=False,  # a redirected POST would be re-sent as a GET without its body
+            trust_env=False,  # no ~/.netrc credentials; proxies from the environment: DeadlineTransport
         )
 
     def __repr__(self) -> str:
         return f"SmscClient(base_url={str(self._http.base_url)!r}, auth={'/'.join(self._auth)})"
+
+    @functools.cached_property
+    def credentials_fingerprint(self) -> str:
+        """A stable name of these credentials at this base URL that reveals nothing of them (64 hex).
+
+        scrypt (16 MiB, ~50 ms, once per client) of the credentials, salted with the base URL: equal for
+        every process with the same settings, so "these credentials were accepted" can be shared through
+        Redis without storing the secret or a hash that a weak password could be guessed back from.
+        """
+        secret = "\x00".join(f"{name}={value}" for name, value in sorted(self._auth.items()))
+        salt = f"smsc-mailer credentials {self._http.base_url}".encode()
+        return hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32).hex()
 
     # -- the API ------------------------------------------------------------------------------------
 
@@ -142,18 +175,16 @@ class SmscClient:
         )
 
     def status(self, pairs: Sequence[tuple[str, str]]) -> list[StatusReport]:
-        """The delivery status of each ``(phone, id)``, in one request; ``status`` -3 means never taken."""
+        """The status of each ``(phone, id)``, in one request: one report per pair, in their order.
+
+        Each phone is asked as the provider stores it (``89001234567`` as ``79001234567``) and each
+        report carries the phone and id as given here, with the cost when the provider reports it.
+        """
         if not pairs:
             return []
-        params = {
-            "phone": ",".join(phone for phone, _ in pairs),
-            "id": ",".join(mid for _, mid in pairs),
-            "fmt": "3",
-            "charset": "utf-8",
-        }
         return self._request(
             STATUS_PATH,
-            params,
+            status_params(pairs),
             lambda body: parse_status(body, fmt=3, pairs=pairs),
             request_id=pairs[0][1],
             phones=[phone for phone, _ in pairs],
@@ -162,7 +193,7 @@ class SmscClient:
     def balance(self) -> Decimal:
         """The account's balance."""
         return self._request(
-            BALANCE_PATH, {"fmt": "3"}, lambda body: parse_balance(body, fmt=3), request_id="-", phones=[]
+            BALANCE_PATH, balance_params(), lambda body: parse_balance(body, fmt=3), request_id="-", phones=[]
         )
 
     def close(self) -> None:
@@ -188,31 +219,32 @@ class SmscClient:
         phones: Sequence[str],
         on_answer: Callable[[], None] | None = None,
     ) -> T:
-        """POST ``params`` + credentials to ``path``, read the answer with ``parse``, log one line."""
-        started = time.perf_counter()
+        """POST ``params`` + credentials to ``path`` within the deadline, read the answer, log one line."""
+        started = time.monotonic()
         outcome = "?"
         try:
             try:
-                with _translate(path):
-                    response = self._http.post(path, data={**params, **self._auth})
+                answer = self._exchange(path, params, started + self.timeout_s)
             finally:
                 if on_answer is not None:
                     on_answer()
-            outcome = str(response.status_code)
-            if response.status_code != 200:
-                reason = f"HTTP {response.status_code}"
-                if response.is_redirect:
+            if isinstance(answer, SmscTransportError):
+                raise answer  # outside the except that caught the httpx error: no __context__
+            outcome = str(answer.status)
+            if answer.status != 200:
+                reason = f"HTTP {answer.status}"
+                if answer.redirect:
                     reason += " (redirect: check the base URL)"
-                raise classify(None, reason, http_status=response.status_code)
+                raise classify(None, reason, http_status=answer.status, retry_after=answer.retry_after)
             try:
-                return parse(response.text)
+                return parse(answer.text)
             except SmscError as exc:
                 self._scrub(exc)
                 raise
         except SmscError as exc:
-            cause = f" ({type(exc.__cause__).__name__})" if exc.__cause__ is not None else ""
             code = f" error {exc.code}" if exc.code is not None else ""
-            outcome = f"{outcome if outcome != '?' else ''} {type(exc).__name__}{code}{cause}".strip()
+            detail = f" ({exc.reason})" if isinstance(exc, SmscTransportError) else ""
+            outcome = f"{outcome if outcome != '?' else ''} {type(exc).__name__}{code}{detail}".strip()
             raise
         finally:
             shown = ",".join(mask_phone(p) for p in phones[:_LOGGED_PHONES])
@@ -226,8 +258,52 @@ class SmscClient:
                 shown,
                 more,
                 outcome,
-                (time.perf_counter() - started) * 1000,
+                (time.monotonic() - started) * 1000,
             )
+
+    def _exchange(self, path: str, params: dict[str, str], deadline_at: float) -> _Answer | SmscTransportError:
+        """One POST, answer read whole by ``deadline_at``; a failure is *returned*, built from a safe text.
+
+        The credentials live only in this frame, which is gone by the time the caller raises.
+        """
+        try:
+            with deadline(deadline_at):
+                left = deadline_at - time.monotonic()
+                request = self._http.build_request(
+                    "POST", path, data={**params, **self._auth},
+                    timeout=httpx.Timeout(left, connect=min(_CONNECT_S, left)),
+                )
+                response = self._http.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        body += chunk
+                        # A socket is bounded by the deadline itself; this bounds in-process transports.
+                        if time.monotonic() > deadline_at:
+                            return self._late(path)
+                        if len(body) > _MAX_ANSWER_BYTES:
+                            return SmscUnknownOutcome(f"{path}: answer longer than {_MAX_ANSWER_BYTES} bytes")
+                finally:
+                    response.close()
+            if time.monotonic() > deadline_at:  # an in-process transport that answered late
+                return self._late(path)
+            return _Answer(
+                response.status_code,
+                response.headers.get("retry-after"),
+                response.is_redirect,
+                _decode(bytes(body), response.headers.get("content-type")),
+            )
+        except _NEVER_LEFT as exc:
+            return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
+        except httpx.HTTPError as exc:
+            # Read/write timeouts, resets, cut or undecodable answers, and anything else we cannot place:
+            # the provider may have taken the request.
+            if time.monotonic() >= deadline_at:
+                return self._late(path, type(exc).__name__)
+            return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")
+
+    def _late(self, path: str, what: str = "deadline") -> SmscUnknownOutcome:
+        return SmscUnknownOutcome(f"{path}: {what}: no complete answer within {self.timeout_s:g} s")
 
     def _scrub(self, exc: SmscError) -> None:
         """Blank a credential quoted in an error's reason (a provider or proxy echoing the request)."""
