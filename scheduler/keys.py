@@ -215,7 +215,7 @@ class Keys:
 
 
 def _login_key(login: str, *parts: str) -> str:
-    if not login or ":" in login:
+    if ":" in login:
         # A login never holds ':' (SMSC logins are letters, digits and a few signs): with one, two
         # logins' keys could meet.
         raise ValueError(f"not a login id: {login!r}")
