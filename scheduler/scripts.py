@@ -2,17 +2,24 @@
 
 Each script is prefixed with ``_lib.lua`` (shared helpers) and registered with ``register_script``:
 redis-py calls it by EVALSHA and reloads it on NOSCRIPT, e.g. after a Redis restart.
+
+:class:`Scripts` has one typed attribute per script, so that a misspelt name or a wrong reading of a
+reply is a type error, not a run-time surprise. A script's reply type is what its ``-- Returns`` line
+says, as redis-py hands it over (bulk strings as ``bytes``, or ``str`` on a ``decode_responses``
+client; Lua numbers as ``int``). To add a script: its ``.lua`` file, its name in :data:`SCRIPT_NAMES`,
+and one line in :meth:`Scripts.__init__`.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import Generic, TypeVar, cast
 
 import redis
 
-__all__ = ["SCRIPT_NAMES", "Scripts", "source"]
+__all__ = ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "source"]
 
 SCRIPT_NAMES = (
     "account",
@@ -20,15 +27,28 @@ SCRIPT_NAMES = (
     "begin",
     "cancel",
     "claim",
+    "create",
     "flood",
+    "hold",
     "intake",
     "mark_sending",
     "pause",
+    "prove",
+    "quiet",
+    "rate",
     "record",
     "recover",
     "resume",
+    "status_slot",
     "sweep",
 )
+
+#: A bulk-string reply element (``bytes``; ``str`` on a ``decode_responses`` client).
+Text = bytes | str
+#: One KEYS or ARGV element as redis-py encodes it.
+Arg = str | bytes | int | float
+
+R = TypeVar("R")
 
 
 @functools.cache
@@ -40,14 +60,50 @@ def source(name: str) -> str:
     return lib + "\n" + body
 
 
+class Script(Generic[R]):
+    """One registered script; calling it runs it (EVALSHA) and returns its reply, typed ``R``."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        if name not in SCRIPT_NAMES:
+            raise ValueError(f"no script named {name!r} in scheduler/lua")
+        self.name = name
+        self._script = client.register_script(source(name))
+
+    def __call__(self, *, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> R:
+        return cast(R, self._script(keys=list(keys), args=list(args)))
+
+    def __repr__(self) -> str:
+        return f"<Script {self.name}>"
+
+
 class Scripts:
     """The registered scripts of one Redis client: ``scripts.begin(keys=[...], args=[...])``."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._scripts: dict[str, Any] = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
+        # guards (scheduler.guards)
+        self.account: Script[list[Text]] = Script(client, "account")
+        self.acquire: Script[int] = Script(client, "acquire")
+        self.flood: Script[list[int]] = Script(client, "flood")
+        self.hold: Script[int] = Script(client, "hold")
+        self.prove: Script[int] = Script(client, "prove")
+        self.quiet: Script[int] = Script(client, "quiet")
+        self.rate: Script[int] = Script(client, "rate")
+        self.status_slot: Script[int] = Script(client, "status_slot")
+        # intake (scheduler.campaigns)
+        self.intake: Script[Text | int] = Script(client, "intake")
+        self.create: Script[list[Text | int] | int] = Script(client, "create")
+        # the ledger (scheduler.ledger, scheduler.recovery)
+        self.begin: Script[list[Text | int]] = Script(client, "begin")
+        self.claim: Script[list[Text]] = Script(client, "claim")
+        self.mark_sending: Script[list[int]] = Script(client, "mark_sending")
+        self.record: Script[list[Text | int]] = Script(client, "record")
+        self.recover: Script[list[int]] = Script(client, "recover")
+        self.sweep: Script[list[int]] = Script(client, "sweep")
+        # controls (scheduler.campaigns)
+        self.cancel: Script[list[Text | int]] = Script(client, "cancel")
+        self.pause: Script[Text] = Script(client, "pause")
+        self.resume: Script[list[Text | int]] = Script(client, "resume")
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._scripts[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def all(self) -> dict[str, Script[object]]:
+        """Every script by name (for tests and tools)."""
+        return {name: getattr(self, name) for name in SCRIPT_NAMES}
