@@ -6,35 +6,129 @@ the outcome to the batch and the campaign's counters in one script. A message de
 worker killed mid-batch or a lease that ran out can never make a recipient count twice: the token
 fences every write, and a batch caught ``sending`` is settled through the provider's status before
 anything is sent again.
+
+**One clock** (design invariant 9): every script decides by the Redis server's clock
+(``redis.call('TIME')``). Each method takes ``now_ms: int | None = None``: ``None`` is the server's
+clock, a value is only for tests that step time. :attr:`Begin.now_ms` and :attr:`Sending.sent_ms` hand
+the server's time back, so a caller can compute an absolute due time on the same clock; or it gives a
+relative one (:attr:`Outcome.due_in_ms`) and the script adds it to the server's time when it records.
+
+**Quarantine** (a poison batch must not loop for ever): ``begin`` counts the executions that began and
+never recorded an outcome (a crash, an exception outside the classified errors); ``record`` ends the
+run. After ``quarantine_after`` of them (default 5) ``begin`` answers :attr:`BeginVerdict.QUARANTINE`:
+the batch's pending recipients fail with the reason (``quarantined after 5 attempts: <last error>``,
+the last error as left by :meth:`Ledger.note_error`), counted in the campaign's ``failed`` and
+``quarantined``. A batch whose last request may be with the provider is first handed to one more
+execution to settle it (:meth:`Ledger.quarantine` then fails the rest); if that execution does not
+record either, the recipients fail with a reason that says some may have been sent.
+
+**The settle margin** — when a request whose answer never came is surely over at the provider — is
+:func:`settle_margin_ms`: the request's hard deadline plus the settle horizon (the provider may still
+be processing after our deadline, and status.php lags behind acceptance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import redis
 
 from scheduler.keys import Keys, split_ref
 from scheduler.keys import text as _s
-from scheduler.scripts import Scripts
+from scheduler.scripts import Arg, Scripts
 
-__all__ = ["Begin", "Ledger", "Outcome"]
+__all__ = [
+    "QUARANTINE_AFTER",
+    "Begin",
+    "BeginVerdict",
+    "Ledger",
+    "Outcome",
+    "Sending",
+    "Settle",
+    "server_time_ms",
+    "settle_after_ms",
+    "settle_margin_ms",
+]
+
+#: Executions that began and never recorded an outcome, after which a batch is quarantined: enough for
+#: a few worker kills in a row, few enough that a poison batch costs little (and each attempt may count
+#: toward its subscribers' flood chains).
+QUARANTINE_AFTER = 5
+
+
+class BeginVerdict(StrEnum):
+    """What :meth:`Ledger.begin` decided."""
+
+    OK = "ok"  # this execution owns the batch
+    MISSING = "missing"  # no such batch (stale message)
+    DONE = "done"  # every recipient already has a final state (a redelivered message)
+    BUSY = "busy"  # another execution holds the batch
+    CANCELLED = "cancelled"  # the campaign was cancelled: the pending recipients now are (Begin.cancelled)
+    PARKED = "parked"  # campaign paused or account stopped: kept for resume
+    DEFERRED = "deferred"  # not before Begin.until_ms (back-off, settle wait, due later)
+    QUARANTINE = "quarantine"  # a poison batch: see Begin.quarantined / Begin.settle
+
+
+class Settle(StrEnum):
+    """What :meth:`Ledger.record` does with the batch's "settle first" flag."""
+
+    SET = "1"  # the request may have reached the provider: status.php before anything is sent again
+    CLEAR = "0"  # settled
+    KEEP = ""  # unchanged
 
 
 @dataclass(frozen=True)
 class Begin:
-    verdict: str  # ok | missing | done | busy | cancelled | parked | deferred
+    """The answer of :meth:`Ledger.begin`.
+
+    ``QUARANTINE`` comes in two forms: ``settle`` false — the batch is done, its ``quarantined``
+    recipients failed with ``reason``; ``settle`` true — this execution owns the batch (``phones``):
+    settle it through status.php, record what the provider took, and end it with
+    :meth:`Ledger.quarantine` (``reason``).
+    """
+
+    verdict: BeginVerdict
+    #: The server's time of the decision (ms): compute due times from it, not from the worker's clock.
+    now_ms: int = 0
     phones: tuple[str, ...] = ()
     settle: bool = False
     attempts: int = 0
     until_ms: int = 0
     cancelled: int = 0
+    quarantined: int = 0
+    reason: str = ""
+
+    @property
+    def owned(self) -> bool:
+        """This execution owns the batch and must record an outcome."""
+        return self.verdict is BeginVerdict.OK or (self.verdict is BeginVerdict.QUARANTINE and self.settle)
+
+
+@dataclass(frozen=True)
+class Sending:
+    """The answer of :meth:`Ledger.mark_sending`; true when the request may leave."""
+
+    ok: bool
+    #: The server's time of the intent (ms).
+    sent_ms: int
+    #: When the request is surely over (``sent_ms + settle_margin_ms``); 0 when not ``ok``.
+    settle_after_ms: int
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 @dataclass
 class Outcome:
-    """What one execution learned; applied by :meth:`Ledger.record` in one atomic step."""
+    """What one execution learned; applied by :meth:`Ledger.record` in one atomic step.
+
+    The remaining recipients are due at the later of ``due_at_ms`` (absolute, on the server's clock,
+    e.g. :attr:`Sending.settle_after_ms` or a flood guard's time) and the server's now + ``due_in_ms``
+    (relative, e.g. a retry-after); at once when neither is given.
+    """
 
     sent: int = 0
     failed: int = 0
@@ -43,7 +137,8 @@ class Outcome:
     rows: list[str] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)
     due_at_ms: int = 0
-    settle: str = ""  # '1' set, '0' clear, '' keep
+    due_in_ms: int | None = None
+    settle: Settle = Settle.KEEP
     reason: str = ""
 
     def add_row(self, phone: str, state: str, *, msg_id: str = "", parts: int | str = "",
@@ -52,87 +147,163 @@ class Outcome:
         self.rows.append(f"{phone};{state};{msg_id};{parts};{cost};{code};{clean}\n")
 
 
+def settle_margin_ms(*, deadline_s: float, horizon_s: float) -> int:
+    """How long after a request leaves it is surely over at the provider: our hard deadline for the
+    request (``SMSC_TIMEOUT``) plus the settle horizon (``SMSC_SETTLE_HORIZON``: the provider may go on
+    processing a request we gave up on, and status.php lags behind acceptance)."""
+    if deadline_s < 0 or horizon_s < 0:
+        raise ValueError("deadline_s and horizon_s must not be negative")
+    return math.ceil(deadline_s * 1000) + math.ceil(horizon_s * 1000)
+
+
+def settle_after_ms(sent_ms: int, *, deadline_s: float, horizon_s: float) -> int:
+    """When a request sent at ``sent_ms`` (server clock) may be settled through status.php."""
+    return sent_ms + settle_margin_ms(deadline_s=deadline_s, horizon_s=horizon_s)
+
+
+def server_time_ms(client: redis.Redis) -> int:
+    """The Redis server's clock (ms): the one clock of every rule and lease."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _now(now_ms: int | None) -> Arg:
+    return "" if now_ms is None else int(now_ms)
+
+
 class Ledger:
-    def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
+                 quarantine_after: int = QUARANTINE_AFTER) -> None:
+        if quarantine_after < 1:
+            raise ValueError("quarantine_after must be at least 1")
         self.r = client
         self.keys = keys
         self.scripts = scripts or Scripts(client)
+        self.quarantine_after = quarantine_after
 
     # -- dispatch ------------------------------------------------------------------------------
-    def claim(self, *, now_ms: int, window: int, claim_lease_ms: int, max_claim: int) -> list[str]:
+    def claim(self, *, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None = None) -> list[str]:
         refs = self.scripts.claim(keys=[self.keys.due, self.keys.leased],
-                                  args=[now_ms, window, claim_lease_ms, max_claim])
+                                  args=[_now(now_ms), window, claim_lease_ms, max_claim])
         return [_s(x) for x in refs]
 
-    def expired_leases(self, now_ms: int, limit: int = 500) -> list[str]:
-        return [_s(x) for x in self.r.zrangebyscore(self.keys.leased, "-inf", now_ms, start=0, num=limit)]
+    def expired_leases(self, now_ms: int | None = None, *, limit: int = 500) -> list[str]:
+        """Batches whose lease has run out by ``now_ms`` (default: the server's clock), oldest first."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrangebyscore(self.keys.leased, "-inf", "+inf", start=0, num=limit, withscores=True)
+        (seconds, micros), leases = pipe.execute()
+        now = now_ms if now_ms is not None else int(seconds) * 1000 + int(micros) // 1000
+        return [_s(ref) for ref, score in leases if score <= now]
 
-    def sweep(self, now_ms: int, limit: int = 500) -> int:
-        """Put back every batch whose lease ran out; returns how many went back."""
-        n = 0
-        for ref in self.expired_leases(now_ms, limit):
-            n += int(self.scripts.sweep(keys=[self.keys.batch(ref), self.keys.leased, self.keys.due],
-                                        args=[ref, now_ms]))
-        return n
+    def sweep(self, now_ms: int | None = None, *, limit: int = 500) -> int:
+        """Put back every batch whose lease ran out; returns how many went back.
+
+        The candidates are read first (one round trip); the script decides on the server's clock."""
+        refs = self.expired_leases(now_ms, limit=limit)
+        if not refs:
+            return 0
+        k = self.keys
+        n, _ = self.scripts.sweep(keys=[k.leased, k.due, *[k.batch(ref) for ref in refs]],
+                                  args=[_now(now_ms), *refs])
+        return int(n)
 
     # -- one execution -------------------------------------------------------------------------
-    def begin(self, ref: str, *, token: str, now_ms: int, exec_lease_ms: int, account: str) -> Begin:
+    def begin(self, ref: str, *, token: str, exec_lease_ms: int, account: str,
+              now_ms: int | None = None) -> Begin:
         cid, _ = split_ref(ref)
         k = self.keys
         res = self.scripts.begin(
             keys=[k.batch(ref), k.leased, k.due, k.campaign(cid), k.account(account), k.parked(cid)],
-            args=[ref, now_ms, token, exec_lease_ms])
-        verdict = _s(res[0])
-        if verdict == "ok":
-            phones = _s(res[1])
-            return Begin("ok", tuple(phones.split(",")) if phones else (), _s(res[2]) == "1",
-                         int(res[3]))
-        if verdict == "deferred":
-            return Begin("deferred", until_ms=int(float(_s(res[1]))))
-        if verdict == "cancelled":
-            return Begin("cancelled", cancelled=int(res[1]))
-        return Begin(verdict)
+            args=[_now(now_ms), ref, token, exec_lease_ms, self.quarantine_after])
+        verdict = BeginVerdict(_s(res[0]))
+        now = int(res[1])
+        if verdict is BeginVerdict.OK:
+            return Begin(verdict, now, _phones(res[2]), _s(res[3]) == "1", int(res[4]))
+        if verdict is BeginVerdict.DEFERRED:
+            return Begin(verdict, now, until_ms=int(res[2]))
+        if verdict is BeginVerdict.CANCELLED:
+            return Begin(verdict, now, cancelled=int(res[2]))
+        if verdict is BeginVerdict.QUARANTINE:
+            return Begin(verdict, now, _phones(res[4]), _s(res[5]) == "1", int(res[6]), quarantined=int(res[2]),
+                         reason=_s(res[3]))
+        return Begin(verdict, now)
 
-    def mark_sending(self, ref: str, *, token: str, now_ms: int, settle_after_ms: int,
-                     lease_until_ms: int) -> bool:
-        return bool(self.scripts.mark_sending(keys=[self.keys.batch(ref), self.keys.leased],
-                                              args=[ref, token, now_ms, settle_after_ms, lease_until_ms]))
+    def mark_sending(self, ref: str, *, token: str, lease_ms: int | None = None,
+                     settle_margin_ms: int | None = None, now_ms: int | None = None,
+                     settle_after_ms: int | None = None, lease_until_ms: int | None = None) -> Sending:
+        """Record the send intent (fenced); the request may leave only when the answer is true.
 
-    def record(self, ref: str, *, token: str, now_ms: int, outcome: Outcome) -> tuple[bool, str]:
+        ``lease_ms``: the execution's lease from now, covering the request; ``settle_margin_ms``: see
+        :func:`settle_margin_ms`. (``settle_after_ms``/``lease_until_ms``, absolute, with ``now_ms``:
+        the former form, kept for callers not yet moved.)"""
+        if settle_margin_ms is None or lease_ms is None:
+            if now_ms is None or settle_after_ms is None or lease_until_ms is None:
+                raise TypeError("mark_sending needs lease_ms and settle_margin_ms")
+            settle_margin_ms, lease_ms = settle_after_ms - now_ms, lease_until_ms - now_ms
+        ok, sent, after = self.scripts.mark_sending(keys=[self.keys.batch(ref), self.keys.leased],
+                                                    args=[_now(now_ms), ref, token, settle_margin_ms, lease_ms])
+        return Sending(bool(int(ok)), int(sent), int(after))
+
+    def record(self, ref: str, *, token: str, outcome: Outcome, now_ms: int | None = None,
+               quarantine: str = "") -> tuple[bool, str]:
+        """Apply the outcome (fenced); ``(False, "")`` when this execution no longer owns the batch."""
         cid, _ = split_ref(ref)
         k = self.keys
         ok, state = self.scripts.record(
             keys=[k.batch(ref), k.leased, k.due, k.campaign(cid)],
-            args=[ref, token, now_ms, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
-                  "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or now_ms,
-                  outcome.settle, outcome.reason[:300]])
+            args=[_now(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
+                  "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
+                  "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,
+                  outcome.reason[:300], _one_line(quarantine)[:500]])
         return bool(int(ok)), _s(state)
 
-    def release(self, ref: str, *, token: str, now_ms: int, phones: Sequence[str], due_at_ms: int,
-                settle: str = "", reason: str = "") -> bool:
+    def release(self, ref: str, *, token: str, phones: Sequence[str], due_at_ms: int = 0,
+                due_in_ms: int | None = None, settle: Settle = Settle.KEEP, reason: str = "",
+                now_ms: int | None = None) -> bool:
         """Put the batch back, unchanged, for a later attempt."""
         ok, _ = self.record(ref, token=token, now_ms=now_ms,
-                            outcome=Outcome(remaining=list(phones), due_at_ms=due_at_ms, settle=settle,
-                                            reason=reason))
+                            outcome=Outcome(remaining=list(phones), due_at_ms=due_at_ms, due_in_ms=due_in_ms,
+                                            settle=settle, reason=reason))
         return ok
 
-    # -- recovery after a Redis restart --------------------------------------------------------
-    def recovered_run_id(self) -> str | None:
-        v = self.r.hget(self.keys.meta, "run_id")
-        return _s(v) if v is not None else None
+    def quarantine(self, ref: str, *, token: str, reason: str, outcome: Outcome | None = None,
+                   now_ms: int | None = None) -> tuple[bool, str]:
+        """End a batch that :meth:`begin` answered ``QUARANTINE`` with ``settle`` (after settling it):
+        what ``outcome`` records as sent is counted, and every recipient in ``outcome.remaining`` fails
+        with ``reason`` (counted in the campaign's ``failed`` and ``quarantined``). Fenced like
+        :meth:`record`."""
+        out = outcome if outcome is not None else Outcome()
+        if not reason:
+            raise ValueError("a quarantine needs its reason")
+        return self.record(ref, token=token, outcome=out, now_ms=now_ms, quarantine=reason)
 
-    def server_run_id(self) -> str:
-        return str(self.r.info("server")["run_id"])
+    def note_error(self, ref: str, *, reason: str) -> None:
+        """Keep the error that ended an execution without an outcome (an exception outside the
+        classified errors): a quarantine cites the last one. Informational, so not fenced; the
+        next recorded outcome clears it. Never pass a secret: it is stored and shown."""
+        self.r.hset(self.keys.batch(ref), "last_error", _one_line(reason)[:300])
 
-    def recover(self, *, now_ms: int, settle_after_ms: int, horizon_ms: int,
-                campaign_ids: Iterator[str], batches_of: dict[str, int]) -> int:
-        """Mark every batch that could have been sent as 'settle first'; returns how many."""
-        marked = 0
+    # -- recovery after a Redis restart (scheduler.recovery) -------------------------------------
+    def recover(self, refs: Sequence[str], *, settle_margin_ms: int, horizon_ms: int = 1_000,
+                now_ms: int | None = None) -> int:
+        """Mark each of ``refs`` that could have been sent as 'settle first' and fence off its old
+        execution; returns how many were marked. ``horizon_ms``: batches due later than the server's now
+        + this cannot have been sent."""
         k = self.keys
-        for cid in campaign_ids:
-            for n in range(batches_of.get(cid, 0)):
-                ref = f"{cid}:{n}"
-                marked += int(self.scripts.recover(keys=[k.batch(ref), k.leased, k.due],
-                                                   args=[ref, settle_after_ms, horizon_ms]))
+        marked = 0
+        for i in range(0, len(refs), 500):
+            chunk = list(refs[i:i + 500])
+            res = self.scripts.recover(keys=[k.leased, k.due, *[k.batch(ref) for ref in chunk]],
+                                       args=[_now(now_ms), settle_margin_ms, horizon_ms, *chunk])
+            marked += int(res[0])
         return marked
 
+
+def _phones(value: object) -> tuple[str, ...]:
+    joined = _s(value)
+    return tuple(joined.split(",")) if joined else ()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

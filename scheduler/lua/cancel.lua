@@ -6,14 +6,15 @@
 -- KEYS[3]  leased ZSET
 -- KEYS[4]  campaign's parked SET
 -- KEYS[4+i] batch HASH of ARGV[1+i]
--- ARGV[1]  now_ms
+-- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[1+i] ref
 -- Returns {campaign state, recipients cancelled by this call}.
+local now_s = int_s(clock_ms(ARGV[1]))
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'', 0} end
 if state == 'completed' or state == 'failed' then return {state, 0} end
 if state ~= 'cancelled' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_ms', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancelled_ms', now_s)
 end
 local n = 0
 for i = 2, #ARGV do
@@ -31,8 +32,8 @@ for i = 2, #ARGV do
     -- it may have reached the provider: settle first (begin), then record cancels the rest
     redis.call('SREM', KEYS[4], ref)
     redis.call('HSET', bkey, 'state', 'queued', 'owner', '')
-    redis.call('ZADD', KEYS[2], ARGV[1], ref)
+    redis.call('ZADD', KEYS[2], now_s, ref)
   end
 end
 if n > 0 then redis.call('HINCRBY', KEYS[1], 'cancelled', n) end
-return {finish(KEYS[1], ARGV[1]) or state, n}
+return {finish(KEYS[1], now_s) or state, n}

@@ -3,7 +3,7 @@
 -- KEYS[2]  campaign's parked SET
 -- KEYS[3]  due ZSET
 -- KEYS[3+i] batch HASH of ARGV[1+i]
--- ARGV[1]  now_ms
+-- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[1+i] ref of a parked batch
 -- Returns {campaign state, batches moved}.
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -13,7 +13,7 @@ if state == 'paused' then
   redis.call('HSET', KEYS[1], 'state', state)
   redis.call('HDEL', KEYS[1], 'pause_reason', 'paused_from', 'paused_ms')
 end
-local moved, now = 0, tonumber(ARGV[1])
+local moved, now = 0, clock_ms(ARGV[1])
 for i = 2, #ARGV do
   local bkey, ref = KEYS[2 + i], ARGV[i]
   if redis.call('SREM', KEYS[2], ref) == 1 then

@@ -1,18 +1,26 @@
--- sweep.lua — takes back one batch whose lease ran out (worker killed, message lost).
--- KEYS[1]  batch HASH
--- KEYS[2]  leased ZSET
--- KEYS[3]  due ZSET
--- ARGV[1]  ref
--- ARGV[2]  now_ms
--- Returns 1 when the batch went back to the due-queue, 0 when there was nothing to take back.
+-- sweep.lua — takes back the batches whose lease ran out (worker killed, message lost).
+-- KEYS[1]  leased ZSET
+-- KEYS[2]  due ZSET
+-- KEYS[2+i] batch HASH of ARGV[1+i]
+-- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
+-- ARGV[1+i] ref of a batch whose lease may have run out (the caller's hint; checked here)
+-- Returns {batches put back in the due-queue, now_ms}.
 -- A batch caught 'sending' becomes due only once its request is surely over; begin then settles it.
-local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not lease or tonumber(lease) > tonumber(ARGV[2]) then return 0 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-local b = redis.call('HMGET', KEYS[1], 'state', 'settle_after')
-if not b[1] or b[1] == 'done' or b[1] == 'parked' then return 0 end
-redis.call('HSET', KEYS[1], 'owner', '')
-local due = tonumber(ARGV[2])
-if b[1] == 'sending' then due = math.max(due, tonumber(b[2] or '0')) end
-redis.call('ZADD', KEYS[3], due, ARGV[1])
-return 1
+local now = clock_ms(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local ref, bkey = ARGV[i], KEYS[1 + i]
+  local lease = redis.call('ZSCORE', KEYS[1], ref)
+  if lease and tonumber(lease) <= now then
+    redis.call('ZREM', KEYS[1], ref)
+    local b = redis.call('HMGET', bkey, 'state', 'settle_after')
+    if b[1] and b[1] ~= 'done' and b[1] ~= 'parked' then
+      redis.call('HSET', bkey, 'owner', '')
+      local due = now
+      if b[1] == 'sending' then due = math.max(due, tonumber(b[2] or '0')) end
+      redis.call('ZADD', KEYS[2], due, ref)
+      n = n + 1
+    end
+  end
+end
+return {n, now}

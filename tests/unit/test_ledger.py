@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.guards import Guards
 from scheduler.keys import Keys, batch_ref
-from scheduler.ledger import Begin, Ledger, Outcome
+from scheduler.ledger import Begin, BeginVerdict, Ledger, Outcome, Settle
 from scheduler.recovery import ensure_recovered
 from scheduler.spreading import PlanOptions
 from worker.dev.stack import RedisServer
@@ -32,6 +32,8 @@ T = 1_700_000_000_000
 ACCT = "acct"
 CID = "c1"
 LEASE = 30_000
+#: The request's hard deadline and the settle horizon of the recovery tests: settle 42 s after.
+DEADLINE_S, HORIZON_S = 30.0, 12.0
 
 
 def phone(i: int) -> str:
@@ -50,6 +52,10 @@ def claim_all(ledger: Ledger, now_ms: int = T) -> list[str]:
 
 def begin(ledger: Ledger, ref: str, token: str, now_ms: int = T) -> Begin:
     return ledger.begin(ref, token=token, now_ms=now_ms, exec_lease_ms=LEASE, account=ACCT)
+
+
+def recovered(client: redis.Redis, keys: Keys, now_ms: int, **kw: Any) -> bool:
+    return ensure_recovered(client, keys, now_ms=now_ms, deadline_s=DEADLINE_S, horizon_s=HORIZON_S, **kw)
 
 
 def counters(campaigns: Campaigns, cid: str = CID) -> dict[str, int]:
@@ -130,10 +136,10 @@ def test_begin_second_execution_is_busy_while_the_first_holds_the_lease(ledger: 
     create(campaigns, 5, 5)
     [ref] = claim_all(ledger)
     first = begin(ledger, ref, "A")
-    assert first.verdict == "ok"
+    assert first.verdict is BeginVerdict.OK
     assert first.phones == tuple(phone(i) for i in range(5))
     assert not first.settle
-    assert begin(ledger, ref, "B", T + LEASE - 1).verdict == "busy"
+    assert begin(ledger, ref, "B", T + LEASE - 1).verdict is BeginVerdict.BUSY
 
 
 def test_begin_after_the_lease_expired_fences_off_the_old_execution(
@@ -141,14 +147,13 @@ def test_begin_after_the_lease_expired_fences_off_the_old_execution(
 ) -> None:
     create(campaigns, 5, 5)
     [ref] = claim_all(ledger)
-    assert begin(ledger, ref, "A").verdict == "ok"
+    assert begin(ledger, ref, "A").verdict is BeginVerdict.OK
     new = begin(ledger, ref, "B", T + LEASE + 1)
-    assert new.verdict == "ok"
+    assert new.verdict is BeginVerdict.OK
     assert len(new.phones) == 5
     before = redis_client.hgetall(keys.batch(ref))
     # The old execution wakes up: it may neither send nor count anything.
-    assert not ledger.mark_sending(ref, token="A", now_ms=T + LEASE + 2, settle_after_ms=T + 90_000,
-                                   lease_until_ms=T + 90_000)
+    assert not ledger.mark_sending(ref, token="A", now_ms=T + LEASE + 2, settle_margin_ms=50_000, lease_ms=50_000)
     out = Outcome(sent=5)
     for i in range(5):
         out.add_row(phone(i), "sent", msg_id="c1-0")
@@ -156,23 +161,22 @@ def test_begin_after_the_lease_expired_fences_off_the_old_execution(
     assert redis_client.hgetall(keys.batch(ref)) == before
     assert counters(campaigns) == {"total": 5, "sent": 0, "failed": 0, "cancelled": 0, "pending": 5}
     # The new owner carries on.
-    assert ledger.mark_sending(ref, token="B", now_ms=T + LEASE + 4, settle_after_ms=T + 90_000,
-                               lease_until_ms=T + 90_000)
+    assert ledger.mark_sending(ref, token="B", now_ms=T + LEASE + 4, settle_margin_ms=50_000, lease_ms=50_000)
     assert ledger.record(ref, token="B", now_ms=T + LEASE + 5, outcome=out) == (True, "completed")
 
 
 def test_repeated_message_after_the_batch_is_done_sends_nothing_twice(ledger: Ledger, campaigns: Campaigns) -> None:
     create(campaigns, 3, 3)
     [ref] = claim_all(ledger)
-    assert begin(ledger, ref, "A").verdict == "ok"
-    assert ledger.mark_sending(ref, token="A", now_ms=T, settle_after_ms=T + 40_000, lease_until_ms=T + LEASE)
+    assert begin(ledger, ref, "A").verdict is BeginVerdict.OK
+    assert ledger.mark_sending(ref, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=LEASE)
     assert ledger.record(ref, token="A", now_ms=T + 1, outcome=Outcome(sent=3)) == (True, "completed")
-    assert begin(ledger, ref, "B", T + 2).verdict == "done"  # a Celery redelivery of the same message
+    assert begin(ledger, ref, "B", T + 2).verdict is BeginVerdict.DONE  # a Celery redelivery of the same message
     assert counters(campaigns)["sent"] == 3
 
 
 def test_begin_of_an_unknown_batch_is_missing(ledger: Ledger) -> None:
-    assert begin(ledger, "nope:0", "A").verdict == "missing"
+    assert begin(ledger, "nope:0", "A").verdict is BeginVerdict.MISSING
 
 
 # -- record: the counters ----------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def test_record_updates_counters_so_they_always_add_up_to_the_total(
     create(campaigns, 10, 5)
     ref = claim_all(ledger)[0]
     b = begin(ledger, ref, "A")
-    ledger.mark_sending(ref, token="A", now_ms=T, settle_after_ms=T + 40_000, lease_until_ms=T + LEASE)
+    ledger.mark_sending(ref, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=LEASE)
     out = Outcome(sent=3, failed=1, sms=3, cost_milli=4500, remaining=list(b.phones[4:]), due_at_ms=T + 62_000)
     for p in b.phones[:3]:
         out.add_row(p, "sent", msg_id="c1-0", parts=1, cost="1.5")
@@ -208,7 +212,7 @@ def test_record_requeues_the_remaining_recipients_at_their_due_time(
     assert claim_all(ledger, T + 61_999) == []
     assert claim_all(ledger, T + 62_000) == [ref]
     again = begin(ledger, ref, "B", T + 62_000)
-    assert (again.verdict, again.phones) == ("ok", tuple(held))
+    assert (again.verdict, again.phones) == (BeginVerdict.OK, tuple(held))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -225,7 +229,7 @@ def test_counters_add_up_after_every_step_whatever_the_outcomes(
         for ref in claim_all(ledger, now):
             token = uuid.uuid4().hex
             b = begin(ledger, ref, token, now)
-            assert b.verdict == "ok"
+            assert b.verdict is BeginVerdict.OK
             phones = list(b.phones)
             rnd.shuffle(phones)
             k_sent = rnd.randint(0, len(phones))
@@ -273,7 +277,7 @@ def test_sweep_takes_back_a_claimed_batch_whose_task_never_started(
     assert ledger.sweep(T + 5_000) == 1
     assert due_score(redis_client, keys, ref) == T + 5_000
     assert claim_all(ledger, T + 5_000) == [ref]
-    assert begin(ledger, ref, "A", T + 5_000).verdict == "ok"
+    assert begin(ledger, ref, "A", T + 5_000).verdict is BeginVerdict.OK
 
 
 def test_sweep_puts_a_batch_caught_sending_back_only_after_settle_after(
@@ -281,9 +285,10 @@ def test_sweep_puts_a_batch_caught_sending_back_only_after_settle_after(
 ) -> None:
     create(campaigns, 3, 3)
     [ref] = claim_all(ledger)
-    assert begin(ledger, ref, "A").verdict == "ok"
+    assert begin(ledger, ref, "A").verdict is BeginVerdict.OK
     settle_after = T + 40_000
-    assert ledger.mark_sending(ref, token="A", now_ms=T, settle_after_ms=settle_after, lease_until_ms=T + 35_000)
+    sending = ledger.mark_sending(ref, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=35_000)
+    assert (sending.ok, sending.sent_ms, sending.settle_after_ms) == (True, T, settle_after)
     # The worker is killed with the request in flight; its lease runs out.
     assert ledger.sweep(T + 34_999) == 0
     assert ledger.sweep(T + 35_001) == 1
@@ -291,11 +296,11 @@ def test_sweep_puts_a_batch_caught_sending_back_only_after_settle_after(
     assert claim_all(ledger, settle_after - 1) == []
     # A stray duplicate message before that is deferred, not sent.
     early = begin(ledger, ref, "B", T + 36_000)
-    assert (early.verdict, early.until_ms) == ("deferred", settle_after)
+    assert (early.verdict, early.until_ms) == (BeginVerdict.DEFERRED, settle_after)
     assert due_score(redis_client, keys, ref) == settle_after
     assert claim_all(ledger, settle_after) == [ref]
     b = begin(ledger, ref, "C", settle_after)
-    assert (b.verdict, b.settle, b.phones) == ("ok", True, tuple(phone(i) for i in range(3)))
+    assert (b.verdict, b.settle, b.phones) == (BeginVerdict.OK, True, tuple(phone(i) for i in range(3)))
     assert b.attempts == 1
     # The old execution is fenced off.
     assert ledger.record(ref, token="A", now_ms=settle_after, outcome=Outcome(sent=3)) == (False, "")
@@ -307,17 +312,17 @@ def test_begin_on_a_sending_batch_whose_lease_ran_out_settles_first(
     create(campaigns, 2, 2)
     [ref] = claim_all(ledger)
     begin(ledger, ref, "A")
-    ledger.mark_sending(ref, token="A", now_ms=T, settle_after_ms=T + 40_000, lease_until_ms=T + 35_000)
+    ledger.mark_sending(ref, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=35_000)
     # No sweep yet: a redelivered message comes first, after settle_after.
     b = begin(ledger, ref, "B", T + 50_000)
-    assert (b.verdict, b.settle) == ("ok", True)
+    assert (b.verdict, b.settle) == (BeginVerdict.OK, True)
     # Settled: one recipient was already with the provider; the other is sent now; the flag clears.
-    out = Outcome(sent=1, remaining=[b.phones[1]], due_at_ms=T + 50_000, settle="0")
+    out = Outcome(sent=1, remaining=[b.phones[1]], due_at_ms=T + 50_000, settle=Settle.CLEAR)
     assert ledger.record(ref, token="B", now_ms=T + 50_000, outcome=out)[0]
     assert "settle" not in batch(redis_client, keys, ref)
     assert claim_all(ledger, T + 50_000) == [ref]
     again = begin(ledger, ref, "C", T + 50_000)
-    assert (again.verdict, again.settle, again.phones) == ("ok", False, (b.phones[1],))
+    assert (again.verdict, again.settle, again.phones) == (BeginVerdict.OK, False, (b.phones[1],))
 
 
 # -- pause, cancel, account gate -----------------------------------------------------------------------
@@ -329,13 +334,13 @@ def test_paused_campaign_parks_its_batches_and_resume_puts_them_back(
     create(campaigns, 4, 2)
     assert campaigns.pause(CID, now_ms=T) == "paused"
     refs = claim_all(ledger)
-    assert [begin(ledger, ref, f"t{ref}").verdict for ref in refs] == ["parked", "parked"]
+    assert [begin(ledger, ref, f"t{ref}").verdict for ref in refs] == [BeginVerdict.PARKED] * 2
     assert redis_client.zcard(keys.due) == redis_client.zcard(keys.leased) == 0
     assert counters(campaigns)["pending"] == 4  # parked, not lost
     assert campaigns.resume(CID, now_ms=T + 1_000) == "queued"
     assert {m.decode() for m in redis_client.zrange(keys.due, 0, -1)} == set(refs)
     assert claim_all(ledger, T + 1_000) == refs
-    assert [begin(ledger, ref, f"u{ref}", T + 1_000).verdict for ref in refs] == ["ok", "ok"]
+    assert [begin(ledger, ref, f"u{ref}", T + 1_000).verdict for ref in refs] == [BeginVerdict.OK] * 2
 
 
 def test_stopped_account_parks_batches(redis_client: redis.Redis, keys: Keys, ledger: Ledger,
@@ -343,7 +348,7 @@ def test_stopped_account_parks_batches(redis_client: redis.Redis, keys: Keys, le
     create(campaigns, 2, 2)
     Guards(redis_client, keys).account_outcome(ACCT, "auth", now_ms=T, reason="error 2")
     [ref] = claim_all(ledger)
-    assert begin(ledger, ref, "A").verdict == "parked"
+    assert begin(ledger, ref, "A").verdict is BeginVerdict.PARKED
     assert redis_client.sismember(keys.parked(CID), ref)
 
 
@@ -354,11 +359,11 @@ def test_account_backoff_defers_the_batch_to_the_end_of_the_backoff(
     until = Guards(redis_client, keys).account_outcome(ACCT, "block", now_ms=T).backoff_until_ms
     [ref] = claim_all(ledger)
     b = begin(ledger, ref, "A")
-    assert (b.verdict, b.until_ms) == ("deferred", until)
+    assert (b.verdict, b.until_ms) == (BeginVerdict.DEFERRED, until)
     assert due_score(redis_client, keys, ref) == until
     assert redis_client.zscore(keys.leased, ref) is None
     assert claim_all(ledger, until) == [ref]
-    assert begin(ledger, ref, "B", until).verdict == "ok"
+    assert begin(ledger, ref, "B", until).verdict is BeginVerdict.OK
 
 
 def test_cancelled_campaign_begin_cancels_the_batch_recipients(
@@ -369,7 +374,7 @@ def test_cancelled_campaign_begin_cancels_the_batch_recipients(
     result = campaigns.cancel(CID, now_ms=T)
     assert result == {"state": "cancelled", "cancelled_now": 3}  # the waiting batch at once
     b = begin(ledger, first[0], "A")
-    assert (b.verdict, b.cancelled) == ("cancelled", 3)
+    assert (b.verdict, b.cancelled) == (BeginVerdict.CANCELLED, 3)
     assert counters(campaigns) == {"total": 6, "sent": 0, "failed": 0, "cancelled": 6, "pending": 0}
     assert redis_client.zcard(keys.due) == redis_client.zcard(keys.leased) == 0
     assert campaigns.status(CID)["finished_ms"] == T
@@ -391,15 +396,15 @@ def test_cancelled_campaign_batch_to_settle_is_settled_before_it_is_cancelled(
     create(campaigns, 4, 4)
     [ref] = claim_all(ledger)
     begin(ledger, ref, "A")
-    ledger.mark_sending(ref, token="A", now_ms=T, settle_after_ms=T + 40_000, lease_until_ms=T + 35_000)
+    ledger.mark_sending(ref, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=35_000)
     ledger.sweep(T + 35_001)  # the worker died with its request in flight
     assert campaigns.cancel(CID, now_ms=T + 36_000)["cancelled_now"] == 0  # may be with the provider
     assert counters(campaigns)["cancelled"] == 0
     [ref] = claim_all(ledger, T + 40_000)
     b = begin(ledger, ref, "B", T + 40_000)
-    assert (b.verdict, b.settle) == ("ok", True)  # settle first, even though cancelled
+    assert (b.verdict, b.settle) == (BeginVerdict.OK, True)  # settle first, even though cancelled
     # status.php: two were taken by the provider; the other two are cancelled, not sent.
-    out = Outcome(sent=2, remaining=list(b.phones[2:]), due_at_ms=T + 40_000, settle="0")
+    out = Outcome(sent=2, remaining=list(b.phones[2:]), due_at_ms=T + 40_000, settle=Settle.CLEAR)
     assert ledger.record(ref, token="B", now_ms=T + 40_001, outcome=out) == (True, "cancelled")
     assert counters(campaigns) == {"total": 4, "sent": 2, "failed": 0, "cancelled": 2, "pending": 0}
 
@@ -412,11 +417,11 @@ def test_cancelled_campaign_queued_batch_with_settle_is_not_cancelled_before_it_
     b = begin(ledger, ref, "A")
     # Unknown outcome: back to the queue, to be settled.
     ledger.record(ref, token="A", now_ms=T, outcome=Outcome(remaining=list(b.phones), due_at_ms=T + 40_000,
-                                                             settle="1"))
+                                                             settle=Settle.SET))
     assert campaigns.cancel(CID, now_ms=T + 1)["cancelled_now"] == 0
     [ref] = claim_all(ledger, T + 40_000)
     b = begin(ledger, ref, "B", T + 40_000)
-    assert (b.verdict, b.settle, len(b.phones)) == ("ok", True, 3)
+    assert (b.verdict, b.settle, len(b.phones)) == (BeginVerdict.OK, True, 3)
 
 
 def test_cancelled_campaign_parked_batch_to_settle_goes_back_to_be_settled(
@@ -426,17 +431,17 @@ def test_cancelled_campaign_parked_batch_to_settle_goes_back_to_be_settled(
     [ref] = claim_all(ledger)
     b = begin(ledger, ref, "A")
     ledger.record(ref, token="A", now_ms=T, outcome=Outcome(remaining=list(b.phones), due_at_ms=T + 40_000,
-                                                             settle="1"))  # unknown outcome
+                                                             settle=Settle.SET))  # unknown outcome
     campaigns.pause(CID, now_ms=T + 1)
     [ref] = claim_all(ledger, T + 40_000)
-    assert begin(ledger, ref, "B", T + 40_000).verdict == "parked"
+    assert begin(ledger, ref, "B", T + 40_000).verdict is BeginVerdict.PARKED
     assert campaigns.cancel(CID, now_ms=T + 41_000)["cancelled_now"] == 0
     assert not redis_client.sismember(keys.parked(CID), ref)
     assert due_score(redis_client, keys, ref) == T + 41_000
     [ref] = claim_all(ledger, T + 41_000)
     b = begin(ledger, ref, "C", T + 41_000)
-    assert (b.verdict, b.settle) == ("ok", True)
-    out = Outcome(sent=1, remaining=list(b.phones[1:]), due_at_ms=T + 41_000, settle="0")
+    assert (b.verdict, b.settle) == (BeginVerdict.OK, True)
+    out = Outcome(sent=1, remaining=list(b.phones[1:]), due_at_ms=T + 41_000, settle=Settle.CLEAR)
     assert ledger.record(ref, token="C", now_ms=T + 41_001, outcome=out) == (True, "cancelled")
     assert counters(campaigns) == {"total": 3, "sent": 1, "failed": 0, "cancelled": 2, "pending": 0}
 
@@ -445,11 +450,11 @@ def test_cancelled_campaign_parked_batch_to_settle_goes_back_to_be_settled(
 
 
 def test_recovery_first_call_on_a_fresh_server_records_its_run_id(redis_client: redis.Redis, keys: Keys) -> None:
-    assert ensure_recovered(redis_client, keys, now_ms=T, settle_after_ms=T + 40_000)
+    assert recovered(redis_client, keys, T)
     run_id = redis_client.info("server")["run_id"]
     assert redis_client.hget(keys.meta, "run_id") == run_id.encode()
     assert redis_client.hget(keys.meta, "marked") == b"0"
-    assert ensure_recovered(redis_client, keys, now_ms=T + 1, settle_after_ms=T + 40_001)
+    assert recovered(redis_client, keys, T + 1)
 
 
 @pytest.fixture
@@ -457,17 +462,16 @@ def after_restart(
     redis_client: redis.Redis, keys: Keys, ledger: Ledger, campaigns: Campaigns
 ) -> Iterator[dict[str, str]]:
     """Two campaigns, recorded under this server's run_id; then the stored run_id is made an old one."""
-    assert ensure_recovered(redis_client, keys, now_ms=T, settle_after_ms=T + 40_000)
+    assert recovered(redis_client, keys, T)
     create(campaigns, 6, 2, cid="now")  # three batches due at T
     later = PlanOptions(period_h=None, freq_min=None, start_ms=T + 3_600_000, window=None, tz_h=0,
                         recipient_time=False)
     create(campaigns, 4, 2, cid="later", plan=later)  # due in an hour: cannot have been sent
     [sending] = ledger.claim(now_ms=T, window=10, claim_lease_ms=10_000, max_claim=1)
-    assert begin(ledger, sending, "A").verdict == "ok"
-    assert ledger.mark_sending(sending, token="A", now_ms=T, settle_after_ms=T + 40_000,
-                               lease_until_ms=T + LEASE)
+    assert begin(ledger, sending, "A").verdict is BeginVerdict.OK
+    assert ledger.mark_sending(sending, token="A", now_ms=T, settle_margin_ms=40_000, lease_ms=LEASE)
     # Same server: nothing to recover, nothing touched.
-    assert ensure_recovered(redis_client, keys, now_ms=T + 1, settle_after_ms=T + 40_001)
+    assert recovered(redis_client, keys, T + 1)
     assert "settle" not in batch(redis_client, keys, "now:1")
     redis_client.hset(keys.meta, "run_id", "old")
     yield {"sending": sending}
@@ -477,7 +481,7 @@ def test_recovery_after_a_restart_marks_due_batches_to_settle_at_settle_after(
     redis_client: redis.Redis, keys: Keys, ledger: Ledger, after_restart: dict[str, str]
 ) -> None:
     now, settle_after = T + 5_000, T + 47_000
-    assert ensure_recovered(redis_client, keys, now_ms=now, settle_after_ms=settle_after)
+    assert recovered(redis_client, keys, now)
     for ref in ("now:0", "now:1", "now:2"):
         b = batch(redis_client, keys, ref)
         assert (b["settle"], b["owner"], b["state"]) == ("1", "", "queued"), ref
@@ -497,9 +501,9 @@ def test_recovery_marked_batch_is_not_settled_before_settle_after_by_a_stray_mes
     redis_client: redis.Redis, keys: Keys, ledger: Ledger, after_restart: dict[str, str]
 ) -> None:
     settle_after = T + 47_000
-    assert ensure_recovered(redis_client, keys, now_ms=T + 5_000, settle_after_ms=settle_after)
+    assert recovered(redis_client, keys, T + 5_000)
     early = begin(ledger, "now:1", "S", T + 6_000)  # a redelivered message, right after the restart
-    assert (early.verdict, early.until_ms) == ("deferred", settle_after)
+    assert (early.verdict, early.until_ms) == (BeginVerdict.DEFERRED, settle_after)
     assert due_score(redis_client, keys, "now:1") == settle_after
     assert batch(redis_client, keys, "now:1")["owner"] == ""
 
@@ -508,7 +512,7 @@ def test_recovery_after_a_restart_leaves_batches_not_yet_due_untouched(
     redis_client: redis.Redis, keys: Keys, after_restart: dict[str, str]
 ) -> None:
     before = {ref: batch(redis_client, keys, ref) for ref in ("later:0", "later:1")}
-    assert ensure_recovered(redis_client, keys, now_ms=T + 5_000, settle_after_ms=T + 47_000)
+    assert recovered(redis_client, keys, T + 5_000)
     for ref, fields in before.items():
         assert batch(redis_client, keys, ref) == fields
         assert "settle" not in fields
@@ -519,10 +523,10 @@ def test_recovery_in_progress_elsewhere_makes_the_caller_wait(
     redis_client: redis.Redis, keys: Keys, after_restart: dict[str, str]
 ) -> None:
     redis_client.set(keys.meta + ":recovering", "someone", px=10_000)
-    assert not ensure_recovered(redis_client, keys, now_ms=T + 5_000, settle_after_ms=T + 47_000)
+    assert not recovered(redis_client, keys, T + 5_000)
     assert "settle" not in batch(redis_client, keys, "now:1")
     redis_client.delete(keys.meta + ":recovering")
-    assert ensure_recovered(redis_client, keys, now_ms=T + 5_000, settle_after_ms=T + 47_000)
+    assert recovered(redis_client, keys, T + 5_000)
     assert batch(redis_client, keys, "now:1")["settle"] == "1"
 
 
@@ -549,15 +553,13 @@ def test_recovery_runs_once_per_restart_even_when_a_late_process_took_the_lock_a
     settle_after = T + 47_000
 
     def another_process_recovers_and_a_batch_starts() -> None:
-        assert ensure_recovered(redis_client, keys, now_ms=T + 5_000, settle_after_ms=settle_after)
+        assert recovered(redis_client, keys, T + 5_000)
         assert claim_all(ledger, settle_after)
         assert begin(ledger, "now:0", "N", settle_after).settle
 
     late = _LockHook(redis_client, keys.meta + ":recovering", another_process_recovers_and_a_batch_starts)
-    assert ensure_recovered(late, keys, now_ms=T + 6_000, settle_after_ms=T + 48_000,  # type: ignore[arg-type]
-                            ledger=ledger, campaigns=campaigns)
+    assert recovered(late, keys, T + 6_000, ledger=ledger)  # type: ignore[arg-type]
     # The execution that began after the recovery keeps its batch: it was not fenced off a second time.
     assert batch(redis_client, keys, "now:0")["owner"] == "N"
-    assert ledger.mark_sending("now:0", token="N", now_ms=settle_after, settle_after_ms=settle_after + 40_000,
-                               lease_until_ms=settle_after + LEASE)
+    assert ledger.mark_sending("now:0", token="N", now_ms=settle_after, settle_margin_ms=40_000, lease_ms=LEASE)
     assert redis_client.hget(keys.meta, "marked") == b"3"  # the first recovery's figure, not a second one
