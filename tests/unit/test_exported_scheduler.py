@@ -6,18 +6,23 @@
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from types import ModuleType
 
 import pytest
+import redis
 
-from scheduler import campaigns, guards, keys, ledger, recovery, scripts
+from scheduler import campaigns, durability, guards, keys, ledger, recovery, scripts
 
 EXPORTED = {
-    keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "split_ref", "text"],
-    scripts: ["SCRIPT_NAMES", "Scripts", "source"],
-    guards: ["AccountPolicy", "AccountVerdict", "FloodPolicy", "Guards"],
-    ledger: ["Begin", "Ledger", "Outcome"],
+    keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "login_id", "split_ref", "text"],
+    scripts: ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "source"],
+    guards: ["AccountPolicy", "AccountState", "AccountStatus", "AccountVerdict", "AdaptivePolicy", "Answer",
+             "FloodPolicy", "Guards", "SlotResult", "StatusPolicy"],
+    ledger: ["QUARANTINE_AFTER", "Begin", "BeginVerdict", "Ledger", "Outcome", "Sending", "Settle",
+             "server_time_ms", "settle_after_ms", "settle_margin_ms"],
+    durability: ["DEFAULT_TIMEOUT_MS", "Durability", "Durable", "wait_durable"],
     campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
     recovery: ["ensure_recovered"],
 }
@@ -53,5 +58,20 @@ def test_every_script_ships_as_package_data_and_opens_with_its_contract() -> Non
     for name in scripts.SCRIPT_NAMES:
         own = (folder / f"{name}.lua").read_text(encoding="utf-8")
         assert own.startswith(f"-- {name}.lua"), f"{name}.lua does not open with its contract"
-        assert "-- Returns" in own, f"{name}.lua does not state what it returns"
+        assert re.search(r"^--.*\bReturns\b", own, re.MULTILINE), f"{name}.lua does not state what it returns"
         assert scripts.source(name).endswith(own), f"{name}: the helpers come first, then the script"
+
+
+def test_every_script_is_a_typed_attribute_of_scripts(redis_client: redis.Redis) -> None:
+    registered = scripts.Scripts(redis_client).all()
+    assert sorted(registered) == sorted(scripts.SCRIPT_NAMES)
+    assert all(isinstance(s, scripts.Script) and s.name == name for name, s in registered.items())
+    # Each one runs on the real server as registered (EVALSHA, loaded on NOSCRIPT): a script whose
+    # helpers or body do not compile fails here, not in the first batch.
+    for name in scripts.SCRIPT_NAMES:
+        redis_client.script_load(scripts.source(name))
+
+
+def test_a_script_that_does_not_ship_cannot_be_registered(redis_client: redis.Redis) -> None:
+    with pytest.raises(ValueError, match="no script named"):
+        scripts.Script(redis_client, "nope")
