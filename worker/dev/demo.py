@@ -7,14 +7,15 @@ the real CLI; shows the progress bar; prints the final status; stops everything 
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from worker.dev.phones import INVALID, number, spell, write_phones_file
 from worker.dev.stack import Stack, StackError
 
 __all__ = ["run_demo"]
@@ -22,25 +23,13 @@ __all__ = ["run_demo"]
 MESSAGE = "Hello from smsc-mailer! Your order #4711 has shipped. Track it at example.com/t/4711"
 
 
-def write_phones(path: Path, n: int, *, seed: int = 42) -> None:
+def write_phones(path: Path, n: int) -> None:
     """n distinct Russian mobile numbers in assorted spellings, two duplicates and two invalid lines."""
-    rnd = random.Random(seed)
-    numbers = [f"79{x:09d}" for x in rnd.sample(range(1_000_000_000), n)]
-    with path.open("w", encoding="utf-8") as f:
-        f.write("# demo recipients: one number per line\n")
-        for i, d in enumerate(numbers):
-            style = i % 4
-            if style == 0:
-                f.write(f"+{d}\n")
-            elif style == 1:
-                f.write(f"{d}\n")
-            elif style == 2:
-                f.write(f"+{d[0]} ({d[1:4]}) {d[4:7]}-{d[7:9]}-{d[9:]}\n")
-            else:
-                f.write(f"{d[0]} {d[1:4]} {d[4:7]} {d[7:]}\n")
+    write_phones_file(path, n, invalid_every=0, duplicate_every=0, header="demo recipients: one number per line")
+    with path.open("a", encoding="utf-8") as f:
         f.write("\n# the same numbers written another way get one message\n")
-        f.write(f"{numbers[0]}\n+{numbers[1]}\n")
-        f.write("not-a-number\n+7 900 12\n")  # invalid: reported by line number, the rest goes on
+        f.write(f"{spell(number(0), 1)}\n{spell(number(min(1, n - 1)), 3)}\n")
+        f.write(f"{INVALID[0]}\n{INVALID[1]}\n")  # invalid: reported by line number, the rest goes on
 
 
 def run_demo(*, recipients: int = 10_000) -> int:
@@ -64,8 +53,6 @@ def run_demo(*, recipients: int = 10_000) -> int:
                 print(f"demo: enqueue failed (exit {out.returncode})", file=sys.stderr)
                 return 1
             print(out.stdout.splitlines()[0], flush=True)
-            import json
-
             cid = json.loads(out.stdout.strip().splitlines()[-1])["campaign_id"]
             watch = subprocess.run([*exe, "watch", cid, "--timeout", "600"], env=env, check=False)
             if watch.returncode != 0:

@@ -1,7 +1,6 @@
-"""The benchmark's tools that are not smsc-mailer itself: the phones file, the samplers, the baselines.
+"""The benchmark's tools that are not smsc-mailer itself: the samplers and the baselines (the phones file is
+:func:`worker.dev.phones.write_phones_file`).
 
-- :func:`write_phones_file` — a recipients file of N lines: ~2 % invalid lines, ~5 % duplicates
-  (the same number spelled another way), the rest distinct Russian mobile numbers in mixed spellings.
 - :func:`run_measured` — a child process with its own peak RSS (``os.wait4``: exactly that child's
   ``ru_maxrss``, not the maximum over every child this process ever had).
 - :class:`Sampler` — every ``interval_s``: the simulator's requests in flight (``/_sim/summary``) and
@@ -41,53 +40,7 @@ __all__ = [
     "process_tree",
     "run_measured",
     "sample_client",
-    "write_phones_file",
 ]
-
-# Distinct numbers 79xxxxxxxxx from an affine permutation of 0..10**9-1 (a is coprime to 10**9):
-# deterministic, no set of a million numbers needed to keep them distinct.
-_PERM_A, _PERM_B, _PERM_M = 387_420_489, 12_345_678, 10**9
-_INVALID = ("not-a-number", "+7 900 12", "12345", "+7 (900) 12-3O-45", "79001234567x")
-
-
-def _number(i: int) -> str:
-    return f"79{(_PERM_A * i + _PERM_B) % _PERM_M:09d}"
-
-
-def _spell(d: str, style: int) -> str:
-    if style == 0:
-        return "+" + d
-    if style == 1:
-        return d
-    if style == 2:
-        return f"+{d[0]} ({d[1:4]}) {d[4:7]}-{d[7:9]}-{d[9:]}"
-    return f"{d[0]} {d[1:4]} {d[4:7]} {d[7:]}"
-
-
-def write_phones_file(path: Path, lines: int, *, first: int = 0) -> dict[str, int]:
-    """Write ``lines`` recipient lines: every 50th invalid (2 %), every 20th a duplicate (5 %);
-    the numbers are the ``first``-th distinct one on."""
-    unique = invalid = dups = 0
-    with path.open("w", encoding="utf-8") as f:
-        buf: list[str] = []
-        for i in range(lines):
-            if i % 50 == 49:
-                buf.append(_INVALID[(i // 50) % len(_INVALID)])
-                invalid += 1
-            elif i % 20 == 10:  # (never an invalid line's place: those are odd)
-                j = (i * 7919) % unique  # an earlier number, in another spelling
-                buf.append(_spell(_number(first + j), (j + 1) % 4))
-                dups += 1
-            else:
-                buf.append(_spell(_number(first + unique), unique % 4))
-                unique += 1
-            if len(buf) >= 10_000:
-                f.write("\n".join(buf) + "\n")
-                buf.clear()
-        if buf:
-            f.write("\n".join(buf) + "\n")
-    return {"lines": lines, "unique": unique, "invalid": invalid, "duplicates": dups}
-
 
 @dataclass
 class Measured:

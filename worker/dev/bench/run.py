@@ -49,10 +49,12 @@ from typing import Any
 
 import redis
 
+from scheduler.keys import Keys
 from worker.dev.bench import load
 from worker.dev.bench.profile import Profiler, py_spy
 from worker.dev.bench.profile import summary as profile_summary
 from worker.dev.bench.report import evaluate, render_table
+from worker.dev.phones import write_phones_file
 from worker.dev.stack import CeleryBeat, CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
 
 __all__ = ["Sizes", "run_bench"]
@@ -176,9 +178,9 @@ def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: P
     if m.returncode != 0:
         raise RuntimeError(f"enqueue failed ({m.returncode}): {m.stderr_tail}")
     cid = json.loads(m.stdout.strip().splitlines()[-1])["campaign_id"]
-    ckey = "{" + ns + "}:c:" + cid
+    ckey = Keys(ns).campaign(cid)
     workers = load.process_tree(w.pid for w in stack.workers)
-    sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), "{" + ns + "}:leased").start()
+    sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), Keys(ns).leased).start()
     simproc = load.process_tree([sim.pid])
     cpu0, rcpu0, scpu0 = load.cpu_seconds(workers), _redis_cpu(r), load.cpu_seconds(simproc)
     beat = CeleryBeat(env=stack.env, name=f"beat-{batch_size}", workdir=stack.workdir)
@@ -246,7 +248,7 @@ def warm_up(stack: Stack, r: redis.Redis, sim: SimulatorProcess, work: Path, con
     answer, so the first seconds of a cold start go at a trickle. What that costs is reported here."""
     batches = 4 * 2 * concurrency
     path = work / "phones-warm-up.txt"
-    load.write_phones_file(path, batches * 20, first=500_000_000)
+    write_phones_file(path, batches * 20, first=500_000_000)
     res = send_campaign(stack, r, sim, path, 20, timeout_s=120)
     return {k: res[k] for k in ("requests", "sent", "beat_start_to_done_s", "lag_p50_s", "lag_max_s")}
 
@@ -335,7 +337,7 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
         work = Path(tmp)
         files = {n: work / f"phones-{n}.txt" for n in (sizes.small_lines, sizes.lines)}
         for n, path in files.items():
-            results.setdefault("files", {})[str(n)] = load.write_phones_file(path, n)
+            results.setdefault("files", {})[str(n)] = write_phones_file(path, n)
         _log(f"phones files written: {results['files']}")
         server = RedisServer(dir=work / "redis", appendonly=True).start()
         sim = SimulatorProcess(latency_ms=LATENCY_MS, extra_args=["--balance", _BALANCE],

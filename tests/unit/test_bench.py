@@ -1,0 +1,67 @@
+"""The benchmark says what it claims: its phones file holds the invalid lines and duplicates it counts (and
+intake finds exactly those), its spellings are the ways people write numbers, and every verdict says by how
+much a target was missed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+
+from scheduler.campaigns import Campaigns, CampaignSpec
+from scheduler.intake import iter_phones_file, iter_recipients
+from scheduler.keys import Keys
+from worker.dev.bench.report import evaluate
+from worker.dev.demo import write_phones
+from worker.dev.phones import number, spell, write_phones_file
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_intake_finds_every_duplicate_of_the_bench_file_across_chunks(redis_client: redis.Redis,
+                                                                     tmp_path: Path) -> None:
+    path = tmp_path / "phones.txt"
+    counts = write_phones_file(path, 10_000)
+    receipt = Campaigns(redis_client, Keys("t")).create(
+        CampaignSpec(message="hi", parts=1, account="acct", batch_size=500),
+        iter_recipients(iter_phones_file(path)), now_ms=_now())
+    assert (receipt.total, receipt.duplicates, receipt.invalid) == (
+        counts["unique"], counts["duplicates"], counts["invalid"])
+
+
+def test_the_bench_phones_file_has_two_percent_invalid_and_five_percent_duplicates(tmp_path: Path) -> None:
+    counts = write_phones_file(tmp_path / "p.txt", 100_000)
+    assert counts["invalid"] == 2_000
+    assert counts["duplicates"] == 5_000
+    assert counts["unique"] + counts["invalid"] + counts["duplicates"] == 100_000
+
+
+def test_the_four_spellings_are_one_number() -> None:
+    d = number(12)
+    spellings = [spell(d, style) for style in range(4)]
+    assert len(set(spellings)) == 4
+    assert {"".join(ch for ch in s if ch.isdigit()) for s in spellings} == {d}
+    assert len({number(i) for i in range(10_000)}) == 10_000
+
+
+def test_the_demo_file_is_n_recipients_two_duplicates_and_two_invalid_lines(redis_client: redis.Redis,
+                                                                          tmp_path: Path) -> None:
+    path = tmp_path / "demo.txt"
+    write_phones(path, 1_000)
+    receipt = Campaigns(redis_client, Keys("t")).create(
+        CampaignSpec(message="hi", parts=1, account="acct", batch_size=500),
+        iter_recipients(iter_phones_file(path)), now_ms=_now())
+    assert (receipt.total, receipt.duplicates, receipt.invalid) == (1_000, 2, 2)
+
+
+def test_a_missed_target_says_by_how_much() -> None:
+    send = {"msgs_per_s": 100, "slot_use": 0.45, "worker_cpu_s_per_1m": 60.0, "redis_cpu_s_per_1m": 1.0,
+            "lag_p50_s": 0.2, "lag_p99_s": 0.5, "sim_duplicates": 0, "breaches": 0}
+    rows = {r["key"]: r for r in evaluate({"send": {"500": send}, "baselines": {}})}
+    assert rows["slot_use@500"]["met"] is False and rows["slot_use@500"]["missed_by"] == "50% short"
+    assert rows["worker_cpu@500"]["met"] is False and rows["worker_cpu@500"]["missed_by"] == "100% over"
+    assert rows["lag_p99@500"]["met"] is True and "missed_by" not in rows["lag_p99@500"]
