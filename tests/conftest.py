@@ -56,36 +56,35 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         client.close()
 
 
-@pytest.fixture
-def make_redis() -> Iterator[Callable[..., RedisServer]]:
-    servers: list[RedisServer] = []
+P = TypeVar("P", RedisServer, SimulatorProcess)
 
-    def make(**kwargs: Any) -> RedisServer:
-        server = RedisServer(**kwargs)
-        servers.append(server)
-        return _start("a private redis-server", server.start)
+
+def _factory(cls: type[P], what: str, defaults: Callable[[], dict[str, Any]]) -> Iterator[Callable[..., P]]:
+    """A fixture body: ``make(**kw)`` starts one more ``cls`` (``defaults()`` under ``kw``); all are stopped
+    at the end of the test, the last first."""
+    started: list[P] = []
+
+    def make(**kwargs: Any) -> P:
+        proc = cls(**{**defaults(), **kwargs})
+        started.append(proc)
+        return _start(what, proc.start)
 
     yield make
-    for server in reversed(servers):
+    for proc in reversed(started):
         with contextlib.suppress(Exception):
-            server.stop()
+            proc.stop()
+
+
+@pytest.fixture
+def make_redis() -> Iterator[Callable[..., RedisServer]]:
+    yield from _factory(RedisServer, "a private redis-server", dict)
 
 
 @pytest.fixture
 def make_simulator(tmp_path: Path) -> Iterator[Callable[..., SimulatorProcess]]:
-    sims: list[SimulatorProcess] = []
     counter = itertools.count(1)
-
-    def make(**kwargs: Any) -> SimulatorProcess:
-        kwargs.setdefault("log_path", tmp_path / f"simulator-{next(counter)}.log")
-        sim = SimulatorProcess(**kwargs)
-        sims.append(sim)
-        return _start("the simulator", sim.start)
-
-    yield make
-    for sim in reversed(sims):
-        with contextlib.suppress(Exception):
-            sim.stop()
+    yield from _factory(SimulatorProcess, "the simulator",
+                        lambda: {"log_path": tmp_path / f"simulator-{next(counter)}.log"})
 
 
 @pytest.fixture

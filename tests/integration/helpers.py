@@ -1,4 +1,5 @@
-"""Shared helpers of the integration tests: run the real CLI, wait for a campaign, write phone files."""
+"""Shared helpers of the integration tests: run the real CLI, wait for a campaign, write phone files, a stack
+of workers against a faulty simulator, the search for a password."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.dev.stack import child_env
+from worker.dev.chaos import PASSWORD, find_secret_in_files, find_secret_in_redis
+from worker.dev.stack import Stack, child_env
 
 FINAL = {"completed", "failed", "cancelled"}
+MESSAGE = "Your parcel is on its way: track it at example.com/t"
+# Faults settle fast: a 2 s client timeout, 10 s leases, a 1 s first back-off.
+KNOBS = {"SMSC_TIMEOUT": "2", "SMSC_LEASE": "10", "SMSC_BACKOFF": "1"}
 
 
 def cli(env: Mapping[str, str], *args: str, check: bool = True,
@@ -73,3 +78,46 @@ def assert_exactly_once(phones_seen: Mapping[str, int], expected: Iterable[str],
 
 def breaches(summary: Mapping[str, Any]) -> dict[str, int]:
     return {k: v for k, v in summary["breaches"].items() if v}
+
+
+def chaos_stack(celery_stack: Callable[..., Stack], *, latency_ms: float = 20,
+                sim_config: dict[str, Any] | None = None, **kwargs: Any) -> Stack:
+    """Workers and beat on the session Redis (the chaos account, :data:`KNOBS`), a fresh simulator
+    configured with ``sim_config``."""
+    env = {**KNOBS, **kwargs.pop("env", {})}
+    stack = celery_stack(login="chaos", password=PASSWORD, env=env,
+                         sim_options={"latency_ms": latency_ms, "seed": 3}, **kwargs)
+    if sim_config:
+        assert stack.simulator is not None
+        stack.simulator.configure(**sim_config)
+    return stack
+
+
+def enqueue(stack: Stack, path: Path, phones: list[str], *extra: str) -> str:
+    """Write ``phones`` to ``path`` and ``smsc-mailer enqueue`` them; the campaign id."""
+    write_phones(path, phones)
+    out = cli(stack.env, "enqueue", "--phones-file", str(path), "--message", MESSAGE, "--json", *extra)
+    return str(last_json(out)["campaign_id"])
+
+
+def wait_for(what: Callable[[], Any], *, timeout_s: float, poll_s: float = 0.3) -> Any:
+    """Poll ``what`` until it returns something true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = what()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what.__doc__ or what}")
+        time.sleep(poll_s)
+
+
+def no_secret_anywhere(stack: Stack, root: Path, *secrets: str) -> None:
+    """None of ``secrets`` in any Redis key or value, nor in any file under ``root``."""
+    client = stack.redis_client()
+    try:
+        for secret in secrets:
+            assert find_secret_in_redis(client, secret) == []
+            assert find_secret_in_files(root, secret) == []
+    finally:
+        client.close()
