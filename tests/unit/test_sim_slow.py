@@ -123,3 +123,22 @@ def test_a_slow_request_refused_at_acceptance_is_not_counted_as_accepted() -> No
     assert sim.wait_idle(timeout_s=5)
     summary = sim.summary()
     assert summary["errors_answered"] == {3: 1} and summary["accepted_after_client_gone"] == 0
+
+
+def test_a_reset_while_a_request_is_processed_forgets_it_cleanly() -> None:
+    clock = Clock()
+    sim = stepped_sim(clock, slow_accept_rate=1.0, slow_accept_s=40)
+    request = sim.arrive("POST", "/sys/send.php", SEND)
+    sim.reset()
+    assert sim.summary()["inflight"] == 0 and sim.wait_idle(timeout_s=0)
+    assert request.finish().body == "1,1"  # the provider still answers it ...
+    assert sim.summary()["inflight"] == 0  # ... and the counters of the new run stay right
+    assert sim.arrive("POST", "/sys/send.php", {**SEND, "id": "2"}).processing_s == 40
+
+
+def test_wait_idle_says_when_a_request_is_still_in_flight() -> None:
+    sim = Simulator(SimConfig(slow_accept_rate=1.0, slow_accept_s=60))
+    request = sim.arrive("POST", "/sys/send.php", SEND)
+    assert sim.wait_idle(timeout_s=0.05) is False
+    request.finish(wait=lambda seconds: None)  # the caller may spend the processing time its own way
+    assert sim.wait_idle(timeout_s=0) is True and sim.phones() == {PHONE: 1}
