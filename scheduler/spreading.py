@@ -11,9 +11,11 @@ How a campaign is spread (the provider's ``period``/``freq``, ``shared/smsc-http
 * Recipients are split into groups whose sizes differ by at most one, the larger first. With fewer
   recipients than groups there are ``total`` groups of one: the campaign ends early rather than
   sending empty groups.
-* A window ``h1-h2`` is open on ``[h1:00, h2:00)`` local time. Inside a window the ``k*freq`` minutes
-  are counted in *open* time only (:func:`open_time_add`): a step that crosses the close goes on at the
-  next opening, so groups keep their order and spacing and never bunch up at 09:00.
+* A window ``h1-h2`` is open from ``h1:00`` to ``h2:00`` local time: ``9-22`` is ``[09:00, 22:00)`` of
+  each day, ``22-9`` is overnight, ``[22:00, 09:00)`` of the next morning (``0-24`` is the whole day).
+  Inside a window the ``k*freq`` minutes are counted in *open* time only (:func:`open_time_add`): a
+  step that crosses the close goes on at the next opening, so groups keep their order and spacing and
+  never bunch up at the opening.
 * Time zones are the provider's: ``tz`` is hours relative to Moscow (UTC+3), so the UTC offset is
   ``3 + tz`` hours. A recipient's own zone (:func:`recipient_utc_offset_min`) comes from
   ``phonenumbers``; the offset is taken at one instant (the campaign's start) and kept for the whole
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -45,13 +48,16 @@ __all__ = [
     "HOUR_MS",
     "MINUTE_MS",
     "MOSCOW_UTC_OFFSET_H",
+    "PAST_GRACE_MS",
     "PERIOD_MAX_H",
     "PERIOD_MIN_H",
+    "Plan",
     "PlanError",
     "PlanOptions",
     "Window",
     "due_ms_for_group",
     "effective_group_count",
+    "format_local",
     "group_count",
     "group_of",
     "group_sizes",
@@ -62,6 +68,7 @@ __all__ = [
     "recipient_utc_offset_min",
     "tz_utc_offset_min",
     "window_next_open",
+    "zone_label",
 ]
 
 MINUTE_MS = 60_000
@@ -78,6 +85,9 @@ _TZ_MIN_H = -15.0
 _TZ_MAX_H = 11.0
 # Unix seconds of 9999-12-31T23:59:59Z: beyond it a timestamp is a typo, and datetime cannot show it.
 _MAX_TS_S = 253_402_300_799
+PAST_GRACE_MS = 60_000
+"""How far in the past a start may be and still mean "now" when the past is refused (``max_past_ms``):
+the forms have minute precision, so a start in the current minute, typed a few seconds ago, is now."""
 
 
 class PlanError(ValueError):
@@ -207,7 +217,7 @@ def _parse_when(s: str, offset_min: int, now_ms: int) -> int:
     return (dt - _EPOCH) // _ONE_MS
 
 
-def parse_start(when: str, *, tz_h: float | None, now_ms: int) -> int:
+def parse_start(when: str, *, tz_h: float | None, now_ms: int, max_past_ms: int | None = None) -> int:
     """Epoch ms of the start ``when``; a time in the past (and ``0``) is ``now_ms``.
 
     Forms (the provider's ``time``, plus ISO 8601):
@@ -220,6 +230,10 @@ def parse_start(when: str, *, tz_h: float | None, now_ms: int) -> int:
 
     ``tz_h`` is hours relative to Moscow; ``None`` (the provider: "the account's setting") is read as
     Moscow, the provider's default.
+
+    The provider reads a past time as "now". With ``max_past_ms`` a start more than that far in the
+    past is refused instead (PlanError naming the time, in the zone of ``tz_h``): a date in the past is
+    usually a typo (a wrong day, month or zone), and sending at once is not what was asked for.
     """
     offset_min = tz_utc_offset_min(0.0 if tz_h is None else tz_h)
     try:
@@ -228,7 +242,39 @@ def parse_start(when: str, *, tz_h: float | None, now_ms: int) -> int:
         raise PlanError(
             f"--at: cannot read {when!r}: expected DDMMYYhhmm, DD.MM.YY hh:mm, +m, 0ts or ISO 8601"
         ) from exc
+    if max_past_ms is not None and ts_ms < now_ms - max_past_ms:
+        raise PlanError(
+            f"--at: {when.strip()!r} is {_duration(now_ms - ts_ms)} in the past "
+            f"({format_local(ts_ms, offset_min)}, now {format_local(now_ms, offset_min)} {zone_label(offset_min)}); "
+            "give a later time, or 0 to start now"
+        )
     return max(ts_ms, now_ms)
+
+
+def _duration(ms: int) -> str:
+    minutes = ms // MINUTE_MS
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {mins} min"
+    return f"{max(mins, 1)} min"
+
+
+def format_local(ts_ms: int, utc_offset_min: int) -> str:
+    """``ts_ms`` as ``YYYY-MM-DD hh:mm`` in the zone of ``utc_offset_min`` (no zone name: see :func:`zone_label`)."""
+    local = _EPOCH + timedelta(milliseconds=ts_ms + utc_offset_min * MINUTE_MS)
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def zone_label(utc_offset_min: int) -> str:
+    """``UTC+3 (Moscow)``, ``UTC+5:30``, ``UTC``: the name of a zone by its offset."""
+    if utc_offset_min == 0:
+        return "UTC"
+    h, m = divmod(abs(utc_offset_min), 60)
+    label = f"UTC{'+' if utc_offset_min > 0 else '-'}{h}" + (f":{m:02d}" if m else "")
+    return label + " (Moscow)" if utc_offset_min == MOSCOW_UTC_OFFSET_H * 60 else label
 
 
 # --- windows ----------------------------------------------------------------------------------------
@@ -236,56 +282,72 @@ def parse_start(when: str, *, tz_h: float | None, now_ms: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Hours of the day when sending is allowed: open on ``[h1:00, h2:00)`` local time."""
+    """Hours of the day when sending is allowed, local time: open from ``h1:00`` until ``h2:00``.
+
+    ``h1 < h2`` is a window of one day (``9-22`` is ``[09:00, 22:00)``); ``h1 > h2`` is overnight
+    (``22-9`` is open from 22:00 until 09:00 the next morning); ``0-24`` is the whole day.
+    """
 
     h1: int
     h2: int
 
     def __post_init__(self) -> None:
         ok = all(isinstance(h, int) and not isinstance(h, bool) for h in (self.h1, self.h2))
-        if not ok or not 0 <= self.h1 < self.h2 <= 24:
-            raise PlanError(f"window {self.h1}-{self.h2}: the hours must be 0 <= h1 < h2 <= 24")
+        if not ok or not (0 <= self.h1 <= 23 and 0 <= self.h2 <= 24) or self.h1 == self.h2:
+            raise PlanError(
+                f"window {self.h1}-{self.h2}: the hours must be 0 <= h1 <= 23, 0 <= h2 <= 24 and differ "
+                "(h1 > h2 is overnight)"
+            )
 
     def __str__(self) -> str:
         return f"{self.h1}-{self.h2}"
 
     @property
+    def overnight(self) -> bool:
+        """Whether the window spans midnight (``22-9``)."""
+        return self.h1 > self.h2
+
+    @property
     def open_ms(self) -> int:
         """How long the window is open each day, in ms."""
-        return (self.h2 - self.h1) * HOUR_MS
+        return ((self.h2 - self.h1) % 24 or 24) * HOUR_MS
 
     def is_open(self, ts_ms: int, utc_offset_min: int) -> bool:
         """Whether ``ts_ms`` falls inside the window, in the zone of ``utc_offset_min``."""
-        hour_ms = (ts_ms + utc_offset_min * MINUTE_MS) % DAY_MS
-        return self.h1 * HOUR_MS <= hour_ms < self.h2 * HOUR_MS
+        return _since_opening(ts_ms + utc_offset_min * MINUTE_MS, self) < self.open_ms
+
+
+def _since_opening(local_ms: int, window: Window) -> int:
+    """ms since the latest opening (``h1:00``) at or before the local instant ``local_ms``."""
+    return (local_ms - window.h1 * HOUR_MS) % DAY_MS
 
 
 _WINDOW = re.compile(r"\s*(\d{1,2})\s*-\s*(\d{1,2})\s*")
 
 
 def parse_window(text: str) -> Window:
-    """``"9-22"`` → ``Window(9, 22)``; PlanError unless ``0 <= h1 < h2 <= 24``."""
+    """``"9-22"`` → ``Window(9, 22)``, ``"22-9"`` → the overnight ``Window(22, 9)``; PlanError when unreadable."""
     m = _WINDOW.fullmatch(text)
     if m:
         h1, h2 = int(m.group(1)), int(m.group(2))
-        if 0 <= h1 < h2 <= 24:
+        if h1 == h2 and h1 <= 24:
+            raise PlanError(f"--window: {text.strip()!r} is never open: H1 and H2 must differ (0-24 is all day)")
+        if h1 <= 23 and h2 <= 24:
             return Window(h1, h2)
-    raise PlanError(f"--window: cannot read {text!r}: expected h1-h2 with 0 <= h1 < h2 <= 24, e.g. 9-22")
+    raise PlanError(
+        f"--window: cannot read {text!r}: expected H1-H2, hours 0 to 24, e.g. 9-22 (or 22-9 overnight)"
+    )
 
 
 def window_next_open(ts_ms: int, window: Window, utc_offset_min: int) -> int:
     """The first instant at or after ``ts_ms`` when the window is open (the provider's ``h1-h2`` rule).
 
-    Before h1: h1 that day; inside: ``ts_ms`` itself; at or after h2: h1 the next day.
+    Inside the window: ``ts_ms`` itself; otherwise the next ``h1:00`` (today's or tomorrow's).
     """
-    off_ms = utc_offset_min * MINUTE_MS
-    local = ts_ms + off_ms
-    opening = local - local % DAY_MS + window.h1 * HOUR_MS
-    if local < opening:
-        return opening - off_ms
-    if local < opening + window.open_ms:
+    since = _since_opening(ts_ms + utc_offset_min * MINUTE_MS, window)
+    if since < window.open_ms:
         return ts_ms
-    return opening + DAY_MS - off_ms
+    return ts_ms + DAY_MS - since
 
 
 def open_time_add(start_ms: int, minutes: int, window: Window, utc_offset_min: int) -> int:
@@ -298,7 +360,7 @@ def open_time_add(start_ms: int, minutes: int, window: Window, utc_offset_min: i
         raise ValueError(f"minutes must be >= 0, not {minutes}")
     off_ms = utc_offset_min * MINUTE_MS
     local = window_next_open(start_ms, window, utc_offset_min) + off_ms
-    opening = local - local % DAY_MS + window.h1 * HOUR_MS  # today's opening; local is inside
+    opening = local - _since_opening(local, window)  # the opening of the window that local is in
     days, into = divmod(local - opening + minutes * MINUTE_MS, window.open_ms)
     return opening + days * DAY_MS + into - off_ms
 
@@ -403,6 +465,12 @@ class PlanOptions:
         tz_utc_offset_min(self.tz_h)  # validates
         if self.recipient_time and self.window is None:
             warnings.append("recipients' time zones change nothing without a --window")
+        w = self.window
+        if w is not None and not (9 <= w.h1 < w.h2 <= 22):
+            warnings.append(
+                f"--window {w} is open outside 09:00-22:00, when the provider holds bulk and advertising "
+                "messages until 09:00 in the recipient's time"
+            )
         object.__setattr__(self, "warnings", tuple(warnings))
 
     @cached_property  # computed once: due_ms_for_group reads it for every group
@@ -431,3 +499,72 @@ def due_ms_for_group(k: int, opts: PlanOptions, utc_offset_min: int) -> int:
     if opts.window is None:
         return opts.start_ms + minutes * MINUTE_MS
     return open_time_add(opts.start_ms, minutes, opts.window, utc_offset_min)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which recipient is due when: the one planner behind the enqueue and its dry run.
+
+    ``total`` deduplicated recipients, in intake order (index 0 first), are split into groups
+    (:func:`group_of`); a recipient's due time is its group's (:func:`due_ms_for_group`) in the
+    campaign's zone, or — with a window and ``recipient_time`` — in its own zone
+    (:func:`recipient_utc_offset_min`). Without options everything is due at ``now_ms``.
+    """
+
+    opts: PlanOptions | None
+    total: int
+    now_ms: int
+
+    @cached_property
+    def groups(self) -> int:
+        """Groups that hold recipients: ``min(planned groups, total)``, at least 1."""
+        if self.opts is None or self.total == 0:
+            return 1
+        return effective_group_count(self.total, self.opts.groups)
+
+    @property
+    def per_recipient(self) -> bool:
+        """Whether a recipient's due time depends on its number (a window in each recipient's zone)."""
+        return self.opts is not None and self.opts.recipient_time and self.opts.window is not None
+
+    @property
+    def utc_offset_min(self) -> int:
+        """The campaign's zone (Moscow without options)."""
+        return self.opts.utc_offset_min if self.opts is not None else MOSCOW_UTC_OFFSET_H * 60
+
+    def offset_of(self, phone: str) -> int:
+        """The UTC offset the window is read in for this recipient."""
+        if not self.per_recipient:
+            return self.utc_offset_min
+        assert self.opts is not None
+        return recipient_utc_offset_min(phone, at_ms=self.opts.start_ms, default_min=self.utc_offset_min)
+
+    def due_ms(self, group: int, utc_offset_min: int) -> int:
+        if self.opts is None:
+            return self.now_ms
+        return due_ms_for_group(group, self.opts, utc_offset_min)
+
+    def uniform_due(self, start: int, size: int) -> int | None:
+        """The due time of every recipient at ``start .. start+size-1`` when they share one, else None."""
+        if self.per_recipient:
+            return None
+        g_first = group_of(start, self.total, self.groups)
+        if g_first != group_of(start + size - 1, self.total, self.groups):
+            return None
+        return self.due_ms(g_first, self.utc_offset_min)
+
+    def split(self, start: int, offsets: Sequence[int]) -> list[tuple[int, int, list[int]]]:
+        """Cut the recipients at ``start, start+1, ...`` (their UTC offsets in ``offsets``) by due time.
+
+        Returns ``(due_ms, group, positions)`` pieces, positions into ``offsets`` in intake order, the
+        pieces ordered by due time (then group). A batch is one request, so it holds one due time.
+        """
+        pieces: dict[tuple[int, int], list[int]] = {}
+        groups, total = self.groups, self.total
+        for i, off in enumerate(offsets):
+            g = group_of(start + i, total, groups)
+            pieces.setdefault((g, off), []).append(i)
+        merged: dict[tuple[int, int], list[int]] = {}
+        for (g, off), members in pieces.items():
+            merged.setdefault((self.due_ms(g, off), g), []).extend(members)
+        return [(due, g, sorted(members)) for (due, g), members in sorted(merged.items())]

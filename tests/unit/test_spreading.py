@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler import spreading
@@ -60,11 +60,14 @@ def test_public_surface_is_pinned() -> None:
             "MOSCOW_UTC_OFFSET_H",
             "PERIOD_MAX_H",
             "PERIOD_MIN_H",
+            "PAST_GRACE_MS",
+            "Plan",
             "PlanError",
             "PlanOptions",
             "Window",
             "due_ms_for_group",
             "effective_group_count",
+            "format_local",
             "group_count",
             "group_of",
             "group_sizes",
@@ -75,6 +78,7 @@ def test_public_surface_is_pinned() -> None:
             "recipient_utc_offset_min",
             "tz_utc_offset_min",
             "window_next_open",
+            "zone_label",
         ]
     )
     assert issubclass(PlanError, ValueError)
@@ -227,6 +231,27 @@ def test_an_unreadable_start_is_a_plan_error_naming_the_forms(when: str) -> None
     )
 
 
+def test_a_start_in_the_past_can_be_refused_naming_the_time_in_its_zone() -> None:
+    with pytest.raises(PlanError) as info:
+        parse_start("24.11.26 14:30", tz_h=None, now_ms=NOW, max_past_ms=spreading.PAST_GRACE_MS)
+    assert str(info.value) == (
+        "--at: '24.11.26 14:30' is 21 h 30 min in the past (2026-11-24 14:30, now 2026-11-25 12:00 "
+        "UTC+3 (Moscow)); give a later time, or 0 to start now"
+    )
+    with pytest.raises(PlanError, match=r"is 1 d 2 h in the past \(2026-11-24 14:00, now 2026-11-25 16:00 UTC\+7\)"):
+        parse_start("2411261400", tz_h=4, now_ms=NOW, max_past_ms=0)
+    # Now, and this very minute (typed a few seconds ago), are not the past.
+    for when in ("0", "+0", "2511261200", "2026-11-25T11:59:30"):
+        assert parse_start(when, tz_h=None, now_ms=NOW + 20_000, max_past_ms=spreading.PAST_GRACE_MS) == NOW + 20_000
+
+
+def test_times_are_shown_in_the_zone_of_the_options() -> None:
+    assert spreading.format_local(msk(2026, 11, 25, 21, 30), MSK_OFF) == "2026-11-25 21:30"
+    assert spreading.format_local(msk(2026, 11, 25, 21, 30), 0) == "2026-11-25 18:30"
+    assert [spreading.zone_label(o) for o in (180, 0, 420, -300, 330)] == [
+        "UTC+3 (Moscow)", "UTC", "UTC+7", "UTC-5", "UTC+5:30"]
+
+
 # --- windows ----------------------------------------------------------------------------------------------
 
 
@@ -234,12 +259,66 @@ def test_parse_window() -> None:
     assert parse_window("9-22") == Window(9, 22)
     assert parse_window(" 09 - 22 ") == Window(9, 22)
     assert parse_window("0-24") == Window(0, 24)
-    assert str(Window(9, 22)) == "9-22"
-    for bad in ["22-9", "9-9", "9-25", "9", "9-22-23", "a-b", "-1-5", ""]:
+    assert parse_window("22-9") == Window(22, 9)  # overnight: from 22:00 until 09:00 the next morning
+    assert parse_window("23-0") == Window(23, 0)
+    assert str(Window(9, 22)) == "9-22" and str(Window(22, 9)) == "22-9"
+    for bad in ["9-25", "24-3", "9", "9-22-23", "a-b", "-1-5", ""]:
         with pytest.raises(PlanError, match="--window: cannot read"):
             parse_window(bad)
-    with pytest.raises(PlanError, match="0 <= h1 < h2 <= 24"):
-        Window(10, 9)
+    with pytest.raises(PlanError, match=r"--window: '9-9' is never open"):
+        parse_window("9-9")
+    with pytest.raises(PlanError, match="differ"):
+        Window(10, 10)
+    with pytest.raises(PlanError, match="0 <= h1 <= 23"):
+        Window(24, 3)
+
+
+def test_an_overnight_window_is_open_from_h1_until_h2_the_next_morning() -> None:
+    w = Window(22, 9)
+    assert (w.overnight, w.open_ms) == (True, 11 * HOUR_MS)
+    assert not w.is_open(msk(2026, 11, 25, 21, 59), MSK_OFF)
+    assert w.is_open(msk(2026, 11, 25, 22), MSK_OFF)
+    assert w.is_open(msk(2026, 11, 26, 0), MSK_OFF)  # midnight
+    assert w.is_open(msk(2026, 11, 26, 8, 59), MSK_OFF)
+    assert not w.is_open(msk(2026, 11, 26, 9), MSK_OFF)
+    assert window_next_open(msk(2026, 11, 25, 12), w, MSK_OFF) == msk(2026, 11, 25, 22)
+    assert window_next_open(msk(2026, 11, 26, 3), w, MSK_OFF) == msk(2026, 11, 26, 3)  # after midnight: open
+    assert window_next_open(msk(2026, 11, 26, 9), w, MSK_OFF) == msk(2026, 11, 26, 22)
+
+
+def test_overnight_spreading_crosses_midnight_and_the_morning_close() -> None:
+    w = Window(22, 9)
+    start = msk(2026, 11, 25, 23, 30)
+    assert open_time_add(start, 30, w, MSK_OFF) == msk(2026, 11, 26, 0, 0)  # across midnight, no gap
+    assert open_time_add(start, 60 * 9 + 29, w, MSK_OFF) == msk(2026, 11, 26, 8, 59)
+    assert open_time_add(start, 60 * 9 + 30, w, MSK_OFF) == msk(2026, 11, 26, 22)  # never at 09:00
+    # A campaign from 21:00 every 2 h, 8 groups, in a 22-9 window: 22, 0, 2, 4, 6, 8, then 21:00 the
+    # next evening is closed, so 22:00 + the 1 h left of the step = 23:00, and 01:00.
+    opts = plan(period_h=16, freq_min=120, start_ms=msk(2026, 11, 25, 21), window=w)
+    dues = [due_ms_for_group(k, opts, MSK_OFF) for k in range(opts.groups)]
+    assert dues == [msk(2026, 11, 25, 22), msk(2026, 11, 26, 0), msk(2026, 11, 26, 2), msk(2026, 11, 26, 4),
+                    msk(2026, 11, 26, 6), msk(2026, 11, 26, 8), msk(2026, 11, 26, 23), msk(2026, 11, 27, 1)]
+    assert all(w.is_open(d, MSK_OFF) for d in dues)
+
+
+def test_an_overnight_window_in_each_recipients_zone() -> None:
+    # 20:00 Moscow. New York (UTC-5 in November) is at 12:00: its 22:00 is 06:00 Moscow the next day.
+    # Vladivostok (UTC+10) is at 03:00: inside its night window, so now.
+    start = msk(2026, 11, 25, 20)
+    opts = plan(start_ms=start, window=Window(22, 9), recipient_time=True)
+    ny = recipient_utc_offset_min("+12125551234", at_ms=start, default_min=opts.utc_offset_min)
+    assert ny == -300
+    assert due_ms_for_group(0, opts, ny) == msk(2026, 11, 26, 6)
+    assert due_ms_for_group(0, opts, 600) == start
+    assert due_ms_for_group(0, opts, MSK_OFF) == msk(2026, 11, 25, 22)
+
+
+def test_a_window_outside_9_22_warns_that_the_provider_holds_bulk_messages_at_night() -> None:
+    assert plan(window=Window(9, 22)).warnings == ()
+    assert plan(window=Window(10, 20)).warnings == ()
+    for w in (Window(22, 9), Window(8, 20), Window(0, 24)):
+        (warning,) = plan(window=w).warnings
+        assert f"--window {w} is open outside 09:00-22:00" in warning and "holds" in warning
 
 
 def test_window_next_open_follows_the_providers_rule() -> None:
@@ -265,19 +344,40 @@ def test_open_time_add_crosses_the_close_into_the_next_opening() -> None:
     assert open_time_add(start, 600, Window(0, 24), MSK_OFF) == start + 600 * MINUTE_MS
 
 
-def _reference_open_time_add(start_ms: int, minutes: int, window: Window, off: int) -> int:
-    """Minute by minute: the slow, obviously right definition."""
-    t = window_next_open(start_ms, window, off)
-    for _ in range(minutes):
-        t = window_next_open(t + MINUTE_MS, window, off)
-    return t
-
-
-windows = st.tuples(st.integers(0, 23), st.integers(1, 24)).filter(lambda w: w[0] < w[1]).map(lambda w: Window(*w))
+windows = st.tuples(st.integers(0, 23), st.integers(0, 24)).filter(lambda w: w[0] != w[1]).map(lambda w: Window(*w))
 offsets = st.integers(-12 * 60, 14 * 60)
 instants = st.integers(msk(2020, 1, 1), msk(2035, 1, 1))
 
 
+def _open_by_hour(ts_ms: int, w: Window, off: int) -> bool:
+    """The window's definition by the local hour, independent of the module's arithmetic."""
+    hour = (ts_ms + off * MINUTE_MS) % DAY_MS // HOUR_MS
+    return w.h1 <= hour < w.h2 if w.h1 < w.h2 else (hour >= w.h1 or hour < w.h2)
+
+
+@given(instants, windows, offsets)
+def test_is_open_and_next_open_follow_the_local_hour(ts: int, w: Window, off: int) -> None:
+    assert w.is_open(ts, off) == _open_by_hour(ts, w, off)
+    nxt = window_next_open(ts, w, off)
+    assert nxt >= ts and w.is_open(nxt, off)
+    if nxt > ts:  # closed until then: the opening is a whole local hour, h1:00
+        assert (nxt + off * MINUTE_MS) % DAY_MS == w.h1 * HOUR_MS
+        assert not w.is_open(nxt - 1, off)
+
+
+def _reference_open_time_add(start_ms: int, minutes: int, window: Window, off: int) -> int:
+    """Minute by minute on a minute-aligned start: the slow, obviously right definition."""
+    t = start_ms
+    while not _open_by_hour(t, window, off):
+        t += MINUTE_MS
+    for _ in range(minutes):
+        t += MINUTE_MS
+        while not _open_by_hour(t, window, off):
+            t += MINUTE_MS
+    return t
+
+
+@settings(max_examples=60)
 @given(instants.map(lambda t: t - t % MINUTE_MS), st.integers(0, 3000), windows, offsets)
 def test_open_time_add_matches_the_minute_by_minute_definition(start: int, minutes: int, w: Window, off: int) -> None:
     assert open_time_add(start, minutes, w, off) == _reference_open_time_add(start, minutes, w, off)
@@ -434,3 +534,27 @@ def test_recipient_utc_offset_never_fails(n: int, at_ms: int) -> None:
     assume(len(str(n)) >= 10)
     off = recipient_utc_offset_min("+" + str(n), at_ms=at_ms, default_min=-999)
     assert off == -999 or -12 * 60 <= off <= 14 * 60
+
+
+# --- the planner (the enqueue and its dry run) ------------------------------------------------------------
+
+
+def test_the_planner_gives_one_due_time_per_batch_and_cuts_where_it_changes() -> None:
+    opts = plan(period_h=0.1, freq_min=2)  # 3 groups at +0, +2, +4 min
+    p = spreading.Plan(opts, 10, NOW)  # groups of 4, 3, 3
+    assert p.groups == 3 and not p.per_recipient
+    assert p.uniform_due(0, 4) == NOW
+    assert p.uniform_due(4, 3) == NOW + 2 * MINUTE_MS
+    assert p.uniform_due(3, 2) is None  # spans groups 0 and 1
+    pieces = p.split(3, [MSK_OFF] * 5)
+    assert pieces == [(NOW, 0, [0]), (NOW + 2 * MINUTE_MS, 1, [1, 2, 3]), (NOW + 4 * MINUTE_MS, 2, [4])]
+    assert spreading.Plan(None, 5, NOW).uniform_due(0, 5) == NOW
+
+
+def test_the_planner_reads_the_window_in_each_recipients_zone_and_merges_equal_due_times() -> None:
+    start = msk(2026, 11, 25, 21, 30)  # open in Moscow and New York, closed in Vladivostok
+    p = spreading.Plan(plan(start_ms=start, window=Window(9, 22), recipient_time=True), 3, start)
+    assert p.per_recipient and p.uniform_due(0, 3) is None
+    offs = [p.offset_of(x) for x in ("+74951234567", "+12125551234", "+74232123456")]
+    assert offs == [180, -300, 600]
+    assert p.split(0, offs) == [(start, 0, [0, 1]), (msk(2026, 11, 26, 2), 0, [2])]
