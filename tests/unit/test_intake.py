@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import random
 import sys
 import tracemalloc
 from pathlib import Path
 
+import phonenumbers
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,6 +32,7 @@ def test_public_surface_is_pinned() -> None:
             "MAX_DIGITS",
             "MAX_LINE_BYTES",
             "MIN_DIGITS",
+            "Digest",
             "IntakeError",
             "InvalidPhone",
             "Rejected",
@@ -36,6 +40,7 @@ def test_public_surface_is_pinned() -> None:
             "iter_recipients",
             "normalize_phone",
             "phone_key",
+            "region_error",
         ]
     )
     assert issubclass(InvalidPhone, ValueError)
@@ -260,3 +265,146 @@ def test_iter_recipients_yields_phones_and_rejections_in_order() -> None:
 def test_iter_recipients_does_not_deduplicate() -> None:
     lines = [(1, "+79001234567"), (2, "+7 900 123 45 67")]
     assert list(iter_recipients(lines)) == [(1, "+79001234567"), (2, "+79001234567")]
+
+
+def test_iter_recipients_takes_whole_numbers_and_rejects_other_types_by_name() -> None:
+    lines = [(1, 79060000001), (2, "+79060000002"), (3, 7.906e10), (4, None), (5, True), (6, -79060000001)]
+    got = list(iter_recipients(lines))
+    assert got[:2] == [(1, "79060000001"), (2, "+79060000002")]
+    assert [(r.line_no, r.reason) for r in got[2:]] == [  # type: ignore[union-attr]
+        (3, "expected a phone number as text or a whole number, not float"),
+        (4, "expected a phone number as text or a whole number, not NoneType"),
+        (5, "expected a phone number as text or a whole number, not bool"),
+        (6, "a negative number"),
+    ]
+
+
+# --- tel: URIs (RFC 3966) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("tel:+7-900-123-45-67", "+79001234567"),
+        ("TEL:+79001234567", "+79001234567"),
+        ("tel:+1-212-555-1234;phone-context=example.com", "+12125551234"),
+        (" tel:79001234567 ", "79001234567"),
+    ],
+)
+def test_a_tel_uri_is_a_number(raw: str, expected: str) -> None:
+    assert normalize_phone(raw) == expected
+
+
+def test_a_tel_uri_with_an_extension_is_refused_by_name() -> None:
+    with pytest.raises(InvalidPhone, match="extension"):
+        normalize_phone("tel:+79001234567;ext=12")
+
+
+# --- a default region: one subscriber, one spelling --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["8 900 123-45-67", "+7 900 123-45-67", "7 (900) 123-45-67", "79001234567", "89001234567", "900 123 45 67",
+     "tel:+7-900-123-45-67", "tel:8-900-123-45-67", "+79001234567"],
+)
+def test_with_region_ru_every_spelling_of_one_subscriber_is_one_e164_number(raw: str) -> None:
+    assert normalize_phone(raw, "RU") == "+79001234567"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("8 495 123-45-67", "+74951234567"),  # Moscow landline, national (84... is also Vietnam's code)
+        ("8 800 555-35-35", "+78005553535"),  # toll free
+        ("12125551234", "+12125551234"),  # another country's number, '+' left out
+        ("380501234567", "+380501234567"),
+        ("8 10 1 212 555 1234", "+12125551234"),  # RU's international prefix 810
+        ("+8 900 123 45 67", "+89001234567"),  # written with '+': taken as written
+    ],
+)
+def test_with_region_ru_national_and_foreign_numbers_are_read_as_the_provider_would(raw: str, expected: str) -> None:
+    assert normalize_phone(raw, "RU") == expected
+
+
+def test_with_a_region_a_number_valid_in_no_reading_is_refused_with_the_remedy() -> None:
+    with pytest.raises(InvalidPhone) as info:
+        normalize_phone("70000000000", "RU")
+    assert info.value.reason == (
+        "not a valid number in region RU, nor with a country code; write it with '+' and the country code")
+    assert normalize_phone("+70000000000", "RU") == "+70000000000"
+
+
+def test_with_a_region_national_numbers_shorter_than_ten_digits_are_accepted() -> None:
+    # Berlin: 030 1234567 is +49 30 1234567 (11 digits with its country code).
+    assert normalize_phone("030 12345678", "DE") == "+493012345678"
+
+
+def test_with_a_region_the_dedup_key_of_every_spelling_is_one() -> None:
+    spellings = ["8 900 123-45-67", "+7 900 123-45-67", "79001234567", "9001234567"]
+    assert {phone_key(normalize_phone(x, "RU")) for x in spellings} == {"79001234567"}
+    lines = list(enumerate(spellings, start=1))
+    assert {p for _, p in iter_recipients(lines, region="RU")} == {"+79001234567"}  # type: ignore[misc]
+
+
+def test_without_a_region_national_spellings_stay_as_written() -> None:
+    # Today's behaviour: the provider may auto-correct a number without '+', so 8... and +7... are two.
+    assert normalize_phone("8 900 123-45-67") == "89001234567"
+    assert phone_key(normalize_phone("8 900 123-45-67")) != phone_key(normalize_phone("+7 900 123-45-67"))
+
+
+def test_region_error_names_an_unknown_region() -> None:
+    assert intake.region_error("RU") == ""
+    assert "unknown region 'XX'" in intake.region_error("XX")
+
+
+_REGIONS = ["RU", "KZ", "BY", "UA", "US", "CA", "DE", "GB", "FR", "IT", "IN", "CN", "AR", "BR", "MX", "IL", "VN"]
+
+
+def _valid_numbers(region: str, rng: random.Random, per_type: int = 40) -> list[phonenumbers.PhoneNumber]:
+    out = []
+    for t in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE,
+              phonenumbers.PhoneNumberType.TOLL_FREE):
+        ex = phonenumbers.example_number_for_type(region, t)
+        if ex is None:
+            continue
+        base = str(ex.national_number)
+        for _ in range(per_type * 3):
+            nsn = base[:-4] + "".join(rng.choice("0123456789") for _ in range(4))
+            num = phonenumbers.parse(f"+{ex.country_code}{nsn}")
+            if phonenumbers.is_valid_number(num):
+                out.append(num)
+            if len(out) >= per_type:
+                break
+    return out
+
+
+@pytest.mark.parametrize("region", _REGIONS)
+def test_the_national_spelling_of_a_valid_number_is_its_e164_in_every_region(region: str) -> None:
+    rng = random.Random(region)
+    for num in _valid_numbers(region, rng):
+        e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+        national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+        if phonenumbers.region_code_for_number(num) == region:
+            assert normalize_phone(national, region) == e164, national
+        assert normalize_phone(e164, region) == e164
+
+
+@given(st.sampled_from(_REGIONS), st.text(alphabet="0123456789", min_size=6, max_size=15))
+def test_the_fast_reading_of_a_region_is_phonenumbers_reading(region: str, digits: str) -> None:
+    r = intake._region(region)
+    assert r.e164(digits) == r._parse(digits)
+
+
+def test_a_file_digest_is_the_bytes_read(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf# list\r\n+79001234567\n\n79001234568"
+    h = hashlib.sha256()
+    assert len(list(iter_phones_file(_write(tmp_path, data), digest=h))) == 2
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_a_folder_is_not_a_file_of_numbers(tmp_path: Path) -> None:
+    with pytest.raises(IntakeError, match="cannot open: it is a folder"):
+        list(iter_phones_file(tmp_path))
+    with pytest.raises(IntakeError, match="cannot open: no such file"):
+        list(iter_phones_file(tmp_path / "nope.txt"))
