@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 import redis
@@ -21,7 +21,7 @@ from scheduler.campaigns import CampaignError, Campaigns, CampaignSpec
 from scheduler.intake import Rejected, iter_recipients
 from scheduler.keys import Keys, batch_ref
 from scheduler.ledger import Ledger, Outcome
-from scheduler.spreading import PlanOptions
+from scheduler.spreading import PlanOptions, Window
 
 T = 1_700_000_000_000
 ACCT = "acct"
@@ -136,12 +136,79 @@ def test_create_interrupted_by_a_failing_input_leaves_nothing_in_redis(
 def test_create_same_campaign_id_twice_returns_the_existing_campaign(
     redis_client: redis.Redis, keys: Keys, campaigns: Campaigns
 ) -> None:
-    first = campaigns.create(spec(batch_size=2), numbered(5), now_ms=T)
+    first = campaigns.create(spec(batch_size=2, plan=spread()), numbered(5), now_ms=T)
     before = all_keys(redis_client), due(redis_client, keys)
-    again = campaigns.create(spec(batch_size=2), numbered(7, start=100), now_ms=T + 1)
+    again = campaigns.create(spec(batch_size=2, plan=spread()), numbered(5), now_ms=T + 1)
     assert again.existing and not first.existing
-    assert (again.campaign_id, again.total, again.batches) == (CID, 5, 3)
+    assert (again.campaign_id, again.total, again.batches) == (CID, 5, first.batches)
+    assert (again.groups, again.first_due_ms, again.last_due_ms) == (first.groups, first.first_due_ms,
+                                                                     first.last_due_ms)
     assert (all_keys(redis_client), due(redis_client, keys)) == before
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"message": "another text"}, "another text"),
+    ({"sender": "Other"}, "another sender"),
+    ({"sender": None}, "another sender"),
+    ({"plan": spread(T + 60_000)}, "other plan options"),
+    ({"account": "other"}, "another account"),
+    ({"message": "x", "sender": "Y"}, "another text and another sender"),
+])
+def test_the_same_campaign_id_with_another_content_is_refused_naming_what_differs(
+    redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, change: dict[str, object], named: str
+) -> None:
+    campaigns.create(spec(batch_size=2), numbered(5), now_ms=T)
+    before = all_keys(redis_client), due(redis_client, keys), campaigns.status(CID)
+    base = {"message": "hello", "parts": 2, "account": ACCT, "sender": "Shop", "batch_size": 2, "campaign_id": CID}
+    with pytest.raises(CampaignError) as info:
+        campaigns.create(CampaignSpec(**{**base, **change}), numbered(5), now_ms=T + 1)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"campaign id 'c1' is taken by a campaign with {named}; nothing was queued "
+        "(use another campaign id, or the same content to get the existing campaign)")
+    assert (all_keys(redis_client), due(redis_client, keys), campaigns.status(CID)) == before
+
+
+@pytest.mark.parametrize("other", [
+    lambda: numbered(5, start=100),  # other numbers
+    lambda: numbered(6),  # one more
+    lambda: [*numbered(5), Rejected(6, "x", "bad")],  # one more invalid line
+    lambda: reversed(list(numbered(5))),  # another order: other groups
+])
+def test_the_same_campaign_id_with_other_recipients_is_refused(
+    redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, other: Callable[[], Iterable[tuple[int, str]]]
+) -> None:
+    campaigns.create(spec(batch_size=2), numbered(5), now_ms=T)
+    before = all_keys(redis_client), due(redis_client, keys)
+    with pytest.raises(CampaignError, match="with other recipients; nothing was queued"):
+        campaigns.create(spec(batch_size=2), other(), now_ms=T + 1)
+    assert (all_keys(redis_client), due(redis_client, keys)) == before
+
+
+def test_the_recipients_digest_given_by_the_caller_decides_what_the_same_recipients_are(campaigns: Campaigns) -> None:
+    campaigns.create(spec(), numbered(5), now_ms=T, recipients_digest=lambda: "file:abc")
+    assert campaigns.create(spec(), numbered(5), now_ms=T, recipients_digest=lambda: "file:abc").existing
+    with pytest.raises(CampaignError, match="other recipients"):
+        campaigns.create(spec(), numbered(5), now_ms=T, recipients_digest=lambda: "file:abd")
+
+
+def test_plan_source_makes_a_relative_start_retried_later_the_same_campaign(campaigns: Campaigns) -> None:
+    source = {"at": "+10", "window": None}
+    campaigns.create(CampaignSpec(message="m", parts=1, account=ACCT, campaign_id=CID, plan=spread(T + 600_000),
+                                  plan_source=source), numbered(3), now_ms=T)
+    again = campaigns.create(CampaignSpec(message="m", parts=1, account=ACCT, campaign_id=CID,
+                                          plan=spread(T + 660_000), plan_source=source), numbered(3), now_ms=T + 60_000)
+    assert again.existing
+
+
+def test_strict_refuses_a_campaign_with_an_invalid_line_and_leaves_nothing(
+    redis_client: redis.Redis, campaigns: Campaigns
+) -> None:
+    got: list[Rejected] = []
+    with pytest.raises(CampaignError, match=r"^1 invalid line \(strict\): nothing was queued$"):
+        campaigns.create(spec(batch_size=2), [*numbered(5), Rejected(9, "x", "bad")], now_ms=T, strict=True,
+                         on_rejected=got.append)
+    assert [r.line_no for r in got] == [9]
+    assert all_keys(redis_client) == []
 
 
 def test_create_refuses_a_campaign_id_unfit_for_the_providers_request_id(campaigns: Campaigns) -> None:
@@ -349,3 +416,51 @@ def test_committed_campaign_costs_under_100_bytes_a_pending_recipient(
         f"{per_recipient:.1f} bytes of used_memory per pending recipient "
         f"(batch hashes alone {stored / n:.1f} B) > 100"
     )
+
+
+# -- the dry run is the plan ---------------------------------------------------------------------------------
+
+MSK_0600 = 1_795_662_000_000  # 2026-11-26 06:00 Moscow
+
+
+def _zoned(n: int) -> list[tuple[int, str]]:
+    """Recipients of five zones, interleaved: Moscow, New York, Vladivostok, Novosibirsk, a Russian mobile."""
+    kinds = ["+7495{:07d}", "+1212555{:04d}", "+7423{:07d}", "+7383{:07d}", "+7900{:07d}"]
+    return [(i + 1, kinds[i % 5].format(1_000_000 + i if i % 5 != 1 else 1_000 + i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("plan", [
+    PlanOptions(period_h=None, freq_min=None, start_ms=MSK_0600, window=Window(9, 22), tz_h=0, recipient_time=True),
+    PlanOptions(period_h=2, freq_min=30, start_ms=MSK_0600, window=Window(9, 22), tz_h=0, recipient_time=True),
+    PlanOptions(period_h=24, freq_min=60, start_ms=MSK_0600, window=Window(22, 9), tz_h=4, recipient_time=True),
+    PlanOptions(period_h=0.1, freq_min=2, start_ms=MSK_0600, window=None, tz_h=0, recipient_time=False),
+], ids=["window-recipient-time", "spread-window-recipient-time", "overnight-spread-tz", "spread"])
+def test_the_dry_run_shows_exactly_what_the_enqueue_queues(
+    redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, plan: PlanOptions
+) -> None:
+    items = [*_zoned(997), *_zoned(50), (2000, "nope")]  # duplicates and an invalid line too
+    items_checked = [x if x[1] != "nope" else Rejected(x[0], x[1], "bad") for x in items]
+    preview = campaigns.preview(spec(batch_size=40, plan=plan), items_checked, now_ms=T)
+    assert all_keys(redis_client) == []  # a dry run leaves nothing
+    receipt = campaigns.create(spec(batch_size=40, plan=plan), items_checked, now_ms=T)
+    real: Counter[int] = Counter()
+    for ref, due_ms in due(redis_client, keys):
+        real[due_ms] += len(phones_of(redis_client, keys, ref))
+        assert int(redis_client.hget(keys.batch(ref), "due") or 0) == due_ms  # resume keeps it
+    shown: Counter[int] = Counter()
+    for row in preview["groups"]:
+        shown[row["due_ms"]] += row["recipients"]
+    assert shown == real
+    assert (preview["total"], preview["duplicates"], preview["invalid"], preview["batches"]) == (
+        receipt.total, receipt.duplicates, receipt.invalid, receipt.batches)
+    if plan.recipient_time:
+        assert len(real) > 1  # the zones really do differ here
+
+
+def test_without_now_ms_the_plan_is_on_the_redis_servers_clock(
+    redis_client: redis.Redis, keys: Keys, campaigns: Campaigns
+) -> None:
+    server_ms = int(redis_client.time()[0]) * 1000
+    receipt = campaigns.create(spec(cid=None), numbered(3))
+    assert abs(receipt.first_due_ms - server_ms) < 5_000
+    assert abs(campaigns.status(receipt.campaign_id)["created_ms"] - server_ms) < 5_000

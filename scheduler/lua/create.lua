@@ -1,0 +1,128 @@
+-- create.lua — a campaign id from its claim to its commit: one intake at a time, every write fenced.
+--
+-- An intake claims the campaign id before it writes anything: the campaign HASH is created in state
+-- 'planning' with the intake's random token (`owner`) and a lease (`lease_until`, ms of the server's
+-- clock) that the intake renews while it streams. A second intake of the same id waits while the
+-- lease runs ('busy'), takes the id over once the lease ran out (its owner died: 'taken_over'), or
+-- finds the campaign committed ('exists'). Every write of an intake (this script's 'stage', 'drop',
+-- 'abandon', 'commit', and intake.lua) checks the token first, so an intake that stalled past its
+-- lease and wakes up after another took over writes nothing.
+--
+-- ARGV[1]  op: 'claim' | 'renew' | 'stage' | 'due' | 'drop' | 'abandon' | 'commit'
+-- ARGV[2]  the intake's owner token
+-- ARGV[3]  lease in ms (the claim is renewed until now + lease by claim, renew and stage)
+-- ARGV[4]  now_ms for tests that step time ('' = the server's TIME)
+--
+-- claim    KEYS[1] campaign HASH. ARGV[5] the content (JSON of digests: what "the same campaign"
+--          means), ARGV[6..] field, value pairs of the new campaign HASH.
+--          Returns {'claimed', 0} | {'taken_over', batches the dead intake may have written}
+--                | {'busy', lease_until_ms, now_ms} | {'exists', state, content, recipients digest}
+-- renew    KEYS[1]. Returns 1, or 0 when the claim is no longer this intake's.
+-- stage    KEYS[1], KEYS[1+i] batch HASH i. ARGV[5] batches written so far (a high-water mark kept
+--          in the HASH's `batches`, so that whoever takes over knows what to drop), then per batch
+--          two ARGVs: its phones (joined by ','), its due time in ms ('' = none). Returns 1 | 0.
+-- due      KEYS[1], KEYS[1+i] batch HASH i, ARGV[4+i] its due time in ms. Returns 1 | 0.
+-- drop     KEYS[1], KEYS[1+i] keys of this campaign to unlink (a dead intake's batches, its seen SET).
+--          ARGV[5] the new value of `batches` ('' = keep). Returns 1 | 0.
+-- abandon  KEYS[1]: the intake failed and dropped what it wrote; the HASH is deleted. Returns 1 | 0.
+-- commit   KEYS[1], KEYS[2] due ZSET, KEYS[3] the account's campaigns SET, KEYS[4] campaigns ZSET,
+--          KEYS[5] the seen SET, KEYS[6] meta HASH. ARGV[5] the Redis server's run_id (HSETNX into
+--          meta: see scheduler.recovery), ARGV[6] k, ARGV[7..6+2k] field, value pairs for the
+--          campaign HASH, then ref, due_ms pairs for the due-queue. The campaign becomes 'queued'
+--          and every batch due, all at once or not at all. Returns 1 | 0.
+local op, token, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = clock_ms(ARGV[4])
+local now_s, until_s = int_s(now), int_s(now + lease)
+local ckey = KEYS[1]
+
+local function owns()
+  local c = redis.call('HMGET', ckey, 'state', 'owner')
+  return c[1] == 'planning' and c[2] == token
+end
+
+if op == 'claim' then
+  local c = redis.call('HMGET', ckey, 'state', 'owner', 'lease_until', 'batches', 'content', 'recipients')
+  local state = c[1]
+  if state and state ~= 'planning' then
+    return {'exists', state, c[5] or '', c[6] or ''}
+  end
+  if state == 'planning' and c[2] ~= token and tonumber(c[3] or '0') >= now then
+    return {'busy', tonumber(c[3]), now}
+  end
+  local fields = {}
+  for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+  if #fields > 0 then redis.call('HSET', ckey, unpack(fields)) end
+  redis.call('HSET', ckey, 'state', 'planning', 'owner', token, 'lease_until', until_s,
+             'content', ARGV[5], 'created_ms', now_s)
+  if state == 'planning' then
+    return {'taken_over', tonumber(c[4] or '0')}
+  end
+  redis.call('HSET', ckey, 'batches', 0)
+  return {'claimed', 0}
+end
+
+if not owns() then return 0 end
+
+if op == 'renew' then
+  redis.call('HSET', ckey, 'lease_until', until_s)
+  return 1
+end
+
+if op == 'stage' then
+  for i = 2, #KEYS do
+    local bkey, phones, due = KEYS[i], ARGV[4 + 2 * (i - 1)], ARGV[5 + 2 * (i - 1)]
+    if due ~= '' then
+      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '', 'due', due)
+    else
+      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '')
+    end
+  end
+  local mark = tonumber(ARGV[5])
+  if mark > tonumber(redis.call('HGET', ckey, 'batches') or '0') then redis.call('HSET', ckey, 'batches', mark) end
+  redis.call('HSET', ckey, 'lease_until', until_s)
+  return 1
+end
+
+if op == 'due' then
+  for i = 2, #KEYS do redis.call('HSET', KEYS[i], 'due', ARGV[3 + i]) end
+  return 1
+end
+
+if op == 'drop' then
+  for i = 2, #KEYS do redis.call('UNLINK', KEYS[i]) end
+  if ARGV[5] ~= '' then redis.call('HSET', ckey, 'batches', ARGV[5]) end
+  return 1
+end
+
+if op == 'abandon' then
+  redis.call('DEL', ckey)
+  return 1
+end
+
+if op == 'commit' then
+  local cid = redis.call('HGET', ckey, 'id')
+  local k = tonumber(ARGV[6])
+  local fields = {}
+  for i = 7, 6 + 2 * k do fields[#fields + 1] = ARGV[i] end
+  local first = 7 + 2 * k
+  local chunk = {}
+  for i = first, #ARGV, 2 do
+    chunk[#chunk + 1] = ARGV[i + 1]
+    chunk[#chunk + 1] = ARGV[i]
+    if #chunk >= 1000 then
+      redis.call('ZADD', KEYS[2], unpack(chunk))
+      chunk = {}
+    end
+  end
+  if #chunk > 0 then redis.call('ZADD', KEYS[2], unpack(chunk)) end
+  if #fields > 0 then redis.call('HSET', ckey, unpack(fields)) end
+  redis.call('HSET', ckey, 'state', 'queued', 'queued_ms', now_s)
+  redis.call('HDEL', ckey, 'owner', 'lease_until')
+  redis.call('SADD', KEYS[3], cid)
+  redis.call('ZADD', KEYS[4], now_s, cid)
+  redis.call('DEL', KEYS[5])
+  redis.call('HSETNX', KEYS[6], 'run_id', ARGV[5])
+  return 1
+end
+
+return redis.error_reply('create.lua: unknown op ' .. tostring(op))
