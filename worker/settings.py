@@ -27,6 +27,10 @@ Environment variables (the public contract):
 ``SMSC_STATUS_STRICT`` ``1``: read status.php's "more than one mass request a minute" strictly (one mass
                        request a minute per login, whatever it asks); default ``0``: the same mass request
                        at most once a minute
+``SMSC_DEFAULT_REGION`` the country (ISO 3166, e.g. ``RU``) of numbers written without ``+``: with it every
+                       spelling of one subscriber (``8 900…``, ``7 900…``, ``900…``, ``+7 900…``) is one
+                       recipient, sent in E.164 with ``+`` so the provider never auto-corrects it; without it
+                       (the default) such numbers go out as written, and the provider may auto-correct them
 ``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
 ``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
 =====================  ==========================================================================
@@ -39,6 +43,8 @@ import re
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from scheduler.intake import region_error
 
 __all__ = ["ConfigError", "Settings", "get_settings"]
 
@@ -77,6 +83,9 @@ class Settings(BaseSettings):
     # each attempt may count toward the subscribers' flood chains; five covers a few worker kills.
     smsc_max_attempts: int = Field(default=5, ge=1, le=100)
     smsc_status_strict: bool = False
+    # None: a number without '+' is sent as written (the provider may auto-correct it, and 8 900... and
+    # +7 900... are two recipients); a region reads such numbers as that country's and sends E.164 with '+'.
+    smsc_default_region: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
@@ -86,6 +95,16 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http(s) URL such as https://smsc.ru")
         return v.rstrip("/")
+
+    @field_validator("smsc_default_region")
+    @classmethod
+    def _default_region(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        code = v.strip().upper()
+        if error := region_error(code):
+            raise ValueError(error)
+        return code
 
     @field_validator("redis_url", "celery_broker_url")
     @classmethod
