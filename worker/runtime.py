@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import dataclass
 
 import redis
 
 from scheduler.campaigns import Campaigns
-from scheduler.guards import AccountPolicy, Guards
+from scheduler.guards import AccountPolicy, AdaptivePolicy, Guards, StatusPolicy
 from scheduler.keys import Keys, text
 from scheduler.ledger import Ledger
 from scheduler.scripts import Scripts
 from worker.settings import Settings, get_settings
 from worker.smsc.client import SmscClient
 
-__all__ = ["CampaignInfo", "Runtime", "get_runtime", "now_ms", "redis_client"]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+__all__ = ["CampaignInfo", "Runtime", "get_runtime", "redis_client"]
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -48,15 +43,32 @@ class Runtime:
         self.redis = redis if redis is not None else redis_client(settings.redis_url)
         self.keys = Keys(settings.smsc_namespace)
         scripts = Scripts(self.redis)
-        self.ledger = Ledger(self.redis, self.keys, scripts=scripts)
+        self.ledger = Ledger(self.redis, self.keys, scripts=scripts, quarantine_after=settings.smsc_max_attempts)
         self.guards = Guards(self.redis, self.keys, scripts=scripts,
-                             account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)))
+                             account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)),
+                             adaptive=AdaptivePolicy(max_cap=settings.smsc_concurrency),
+                             status=StatusPolicy(strict_mass=settings.smsc_status_strict))
         self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
+        #: The name of the login in the guard keys, shared by every namespace and process using it.
+        self.login = settings.account
         self._client: SmscClient | None = client
-        # This process's credentials had a good answer from the provider: until then its requests go
-        # out one at a time for the whole account (the semaphore's probe), so that a wrong password
-        # (a worker restarted with a typo) is refused once, not once per slot.
-        self.proven = False
+        self._proven = False
+
+    @property
+    def proven(self) -> bool:
+        """These credentials had a good answer from the provider (in any process with the same settings:
+        their fingerprint is kept in Redis, never the secret). Until then this process's requests go out
+        one at a time for the whole login (the semaphore's probe), so that a wrong password (a worker
+        restarted with a typo) is refused once, not once per slot — and fresh workers with proven
+        credentials use the full cap at once."""
+        if not self._proven:
+            self._proven = self.guards.credentials_proven(self.login, self.client.credentials_fingerprint)
+        return self._proven
+
+    def mark_proven(self) -> None:
+        """The provider accepted these credentials (it answered past the login check)."""
+        if not self._proven:
+            self._proven = self.guards.prove_credentials(self.login, self.client.credentials_fingerprint)
 
     @property
     def client(self) -> SmscClient:

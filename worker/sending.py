@@ -2,44 +2,53 @@
 
 The steps, each fenced by the execution's token (see :mod:`scheduler.ledger`)::
 
-    begin ─► login slot (held by status.php requests too) ─► settle (status.php, when a request may
-          be out) ─► flood guard ─► request dedup ─► mark_sending (intent) ─► POST send.php
+    begin ─► login slot (held by status.php requests too, renewed before each request)
+          ─► settle (status.php, when a request may be out and the settle horizon has passed)
+          ─► flood guard ─► request dedup ─► last slot check ─► mark_sending (intent) ─► POST send.php
           ─► record (ledger + counters)
 
-Errors come classified from the client (:mod:`worker.smsc.errors`); this module acts on the class.
+Time is the Redis server's (invariant 9): the scripts read ``TIME`` themselves, and every wait this
+module schedules is either relative (``due_in_ms``) or a server time a script returned.
+
+Errors come classified from the client (:mod:`worker.smsc.errors`); each class has one small handler
+here (:data:`_HANDLERS`), and every path that stops the account goes through :func:`_stop_account`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 
 import redis
 
-from scheduler.intake import phone_key
+from scheduler.durability import wait_durable
+from scheduler.guards import Answer, SlotResult
 from scheduler.keys import split_ref
-from scheduler.ledger import Outcome
+from scheduler.ledger import Begin, BeginVerdict, Outcome, Settle, settle_margin_ms
 from scheduler.recovery import ensure_recovered
-from worker.runtime import CampaignInfo, Runtime, now_ms
-from worker.smsc import protocol
+from worker.runtime import CampaignInfo, Runtime
 from worker.smsc.errors import (
-    SmscAccountBackoff,
+    SmscAccountBlocked,
     SmscAuthError,
     SmscBatchRejected,
     SmscConnectError,
     SmscError,
+    SmscHttpError,
     SmscInsufficientFunds,
     SmscNumbersRejected,
-    SmscRetryable,
+    SmscTooManyRequests,
     SmscUnknownOutcome,
     describe,
 )
+from worker.smsc.requests import fingerprint, send_params
 
-__all__ = ["BatchResult", "process_batch", "request_id"]
+__all__ = ["BatchResult", "BatchVerdict", "process_batch", "request_id"]
 
 log = logging.getLogger(__name__)
 
@@ -51,302 +60,496 @@ _AUTHENTICATED_ERRORS = frozenset({1, 3, 5, 6, 7, 8})
 _SLOT_WAIT_S = 10.0
 #: Longest wait for a wake-up before the slot is tried again anyway (an expired lease wakes nobody).
 _SLOT_POLL_S = 0.1
+#: How long a settling execution waits for one of the login's four status slots.
+_STATUS_SLOT_WAIT_S = 5.0
+#: A slot's lease beyond the request's hard deadline (SMSC_TIMEOUT): the slot is renewed before every
+#: request, and a request never outlives its deadline, so the slot outlives the request.
+_SLOT_MARGIN_MS = 5_000
+#: The default namespace keeps the plain ``cid-n`` request ids; others are tagged (see request_id).
+_DEFAULT_NAMESPACE = "smsc"
 
 
-class _Slot:
-    """The login slot of one execution, released once: as soon as the send's answer is in (so the next
-    request can leave while this one is parsed and recorded), else when the execution ends."""
+class BatchVerdict(StrEnum):
+    """How one execution of ``smsc.send_batch`` ended (shown in Flower as the task's result)."""
 
-    def __init__(self, rt: Runtime, account: str, token: str) -> None:
-        self.rt, self.account, self.token, self.held = rt, account, token, True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            try:
-                self.rt.guards.release_slot(self.account, self.token)
-            except redis.RedisError as exc:  # the answer must still be recorded; the slot's lease ends it
-                log.warning("login slot not given back (%s): it frees itself when its lease ends", exc)
+    SENT = "sent"  # the request was answered; every admitted recipient is sent or failed
+    SETTLED = "settled"  # status.php settled every recipient (or the rest waits)
+    HELD = "held"  # every recipient held back by the flood guard until its chain allows
+    DEDUPLICATED = "deduplicated"  # the identical request left less than a minute ago
+    ERROR = "error"  # the provider or the network refused; the batch's outcome says what follows
+    QUARANTINED = "quarantined"  # a poison batch ended: its pending recipients failed with the reason
+    NO_SLOT = "no-slot"  # no login slot came free in time: given back
+    ACCOUNT_CLOSED = "account-closed"  # the account is stopped, backing off or quiet: given back
+    SETTLE_LATER = "settle-later"  # status.php could not answer (yet): given back, still to be settled
+    LOST = "lost"  # the lease was lost before sending: nothing sent
+    EMPTY = "empty"  # nothing pending in the batch
+    RECOVERING = "recovering"  # another process is marking batches after a Redis restart
+    MISSING = "missing"  # no such campaign (a stale message, or another deployment's)
+    # begin's answers that end the execution at once
+    DONE = "done"
+    BUSY = "busy"
+    CANCELLED = "cancelled"
+    PARKED = "parked"
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True)
 class BatchResult:
     ref: str
-    verdict: str
+    verdict: BatchVerdict
     sent: int = 0
     failed: int = 0
     held: int = 0
+    error: str = ""  # the error class when verdict is ERROR
 
 
-def request_id(ref: str) -> str:
-    """The batch's deterministic provider id (``cid-n``): the same for every attempt, so that
-    status.php can tell which recipients of the batch the provider already has."""
+def request_id(ref: str, *, namespace: str = _DEFAULT_NAMESPACE) -> str:
+    """The batch's deterministic provider id: the same for every attempt, so that status.php can tell
+    which of its recipients the provider already has.
+
+    ``cid-n`` in the default namespace; ``<tag>.cid-n`` in any other, the tag being six hex digits of the
+    namespace's SHA-256 — two deployments sharing one login with different namespaces (and perhaps the
+    same campaign ids) never ask status.php about each other's messages. At most 6 + 1 + 24 + 1 + 7 =
+    39 characters of the provider's ``A-Za-z0-9.-_`` (its limit is 40)."""
     cid, n = split_ref(ref)
-    return f"{cid}-{n}"
+    if namespace == _DEFAULT_NAMESPACE:
+        return f"{cid}-{n}"
+    tag = hashlib.sha256(namespace.encode()).hexdigest()[:6]
+    return f"{tag}.{cid}-{n}"
+
+
+class _Slot:
+    """The login slot of one execution: renewed before every request, released once — as soon as the
+    send's answer is in (so the next request can leave while this one is parsed and recorded), else
+    when the execution ends."""
+
+    def __init__(self, rt: Runtime, token: str) -> None:
+        self.rt, self.token, self.held = rt, token, True
+        self.lease_ms = int(rt.settings.smsc_timeout * 1000) + _SLOT_MARGIN_MS
+
+    def renew(self) -> bool:
+        """False when the slot may carry no new request: its lease ran out, or the account was stopped
+        (error 2), blocked or quieted since it was taken."""
+        return self.held and self.rt.guards.renew_slot(self.rt.login, self.token, lease_ms=self.lease_ms)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                self.rt.guards.release_slot(self.rt.login, self.token)
+            except redis.RedisError as exc:  # the answer must still be recorded; the slot's lease ends it
+                log.warning("login slot not given back (%s): it frees itself when its lease ends", exc)
+
+
+@dataclass
+class _Execution:
+    """One execution of one batch: what every step needs."""
+
+    rt: Runtime
+    ref: str
+    token: str
+    info: CampaignInfo
+    req_id: str
+    slot: _Slot
+    started: float
+    out: Outcome = field(default_factory=Outcome)
+
+    @property
+    def login(self) -> str:
+        return self.rt.login
+
+    def record(self) -> None:
+        _record(self.rt, self.ref, self.token, self.out)
 
 
 def process_batch(rt: Runtime, ref: str) -> BatchResult:
+    """Send one batch (or settle it, or give it back): the whole of ``smsc.send_batch``.
+
+    An exception outside the classified errors (a bug, bad stored input) leaves the batch unrecorded; it
+    is noted on the batch first, so that after ``SMSC_MAX_ATTEMPTS`` such executions the ledger
+    quarantines it with that reason instead of sweeping it back for ever."""
+    try:
+        return _process(rt, ref)
+    except Exception as exc:
+        try:
+            rt.ledger.note_error(ref, reason=f"{type(exc).__name__}: {exc}")
+        except redis.RedisError:
+            pass  # the sweep brings the batch back either way
+        raise
+
+
+def _process(rt: Runtime, ref: str) -> BatchResult:
     started = time.monotonic()
     s = rt.settings
-    timeout_ms = int(s.smsc_timeout * 1000)
     if not _recovered(rt):
-        return BatchResult(ref, "recovering")
+        return BatchResult(ref, BatchVerdict.RECOVERING)
     cid, _ = split_ref(ref)
     try:
         info = rt.campaign_info(cid)
     except LookupError:
-        return BatchResult(ref, "missing")
+        return BatchResult(ref, BatchVerdict.MISSING)
     token = uuid.uuid4().hex
-    lease_ms = int(s.lease_s * 1000)
-    b = rt.ledger.begin(ref, token=token, now_ms=now_ms(), exec_lease_ms=lease_ms, account=info.account)
-    if b.verdict != "ok":
+    b = rt.ledger.begin(ref, token=token, exec_lease_ms=int(s.lease_s * 1000), account=rt.login)
+    if not b.owned:
+        if b.verdict is BeginVerdict.QUARANTINE:
+            log.error("batch %s quarantined: %d recipients failed (%s)", ref, b.quarantined, b.reason)
+            return BatchResult(ref, BatchVerdict.QUARANTINED, failed=b.quarantined)
         log.debug("batch %s: %s", ref, b.verdict)
-        return BatchResult(ref, b.verdict)
-    req_id = request_id(ref)
+        return BatchResult(ref, BatchVerdict(b.verdict.value))
     phones = list(b.phones)
-    out = Outcome()
+    x = _Execution(rt, ref, token, info, request_id(ref, namespace=s.smsc_namespace), _Slot(rt, token), started)
     if not phones:
-        _record(rt, ref, token, out)
-        return BatchResult(ref, "empty")
-
-    account = info.account
+        x.record()
+        return BatchResult(ref, BatchVerdict.EMPTY)
     # Every request of the login holds a slot, status.php included: the provider counts them all, and
     # an account not yet proven (cap 1) or stopped must not send even a status request more.
-    slot = _acquire_slot(rt, account, token, timeout_ms)
-    if slot != "taken":
-        out.remaining, out.due_at_ms = phones, now_ms() + 200
-        _record(rt, ref, token, out)
-        return BatchResult(ref, "no-slot" if slot == "busy" else "account-closed")
-    slot_held = _Slot(rt, account, token)
+    slot = _acquire_slot(rt, token, x.slot.lease_ms)
+    if slot is not SlotResult.TAKEN:
+        x.slot.held = False
+        x.out.remaining, x.out.due_in_ms = phones, 200
+        x.record()
+        return BatchResult(ref, BatchVerdict.NO_SLOT if slot is SlotResult.BUSY else BatchVerdict.ACCOUNT_CLOSED)
     try:
         if b.settle:
-            settled = _settle(rt, ref, token, info, req_id, phones, out)
-            if settled is None:  # status.php could not answer: the batch went back, still to be settled
-                return BatchResult(ref, "settle-later")
-            phones = settled
-            out.settle = "0"
-            if phones and _stopped(rt, cid):
-                out.remaining, out.due_at_ms = phones, now_ms()
-            if not phones or out.remaining:
-                _record(rt, ref, token, out)
-                _log_done(ref, "settled", out, 0, started)
-                return BatchResult(ref, "settled", sent=out.sent)
-        return _send(rt, ref, token, info, req_id, phones, out, b.settle, started, slot=slot_held)
+            return _settle_then_send(x, b, phones)
+        return _send(x, phones, was_settled=False)
     finally:
-        slot_held.release()
+        x.slot.release()
 
 
-def _send(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, phones: list[str],
-          out: Outcome, was_settled: bool, started: float, *, slot: _Slot) -> BatchResult:
-    s = rt.settings
-    account = info.account
-    timeout_ms = int(s.smsc_timeout * 1000)
-    now = now_ms()
-    waits = rt.guards.admit_phones(account, phones, now)
+def _settle_then_send(x: _Execution, b: Begin, phones: list[str]) -> BatchResult:
+    rest = _settle(x, phones)
+    if rest is None:  # status.php could not answer: the batch went back, still to be settled
+        return BatchResult(x.ref, BatchVerdict.SETTLE_LATER)
+    x.out.settle = Settle.CLEAR
+    if b.verdict is BeginVerdict.QUARANTINE:
+        # A poison batch whose request may have been out: what the provider took is now counted sent;
+        # the rest fails with the quarantine's reason.
+        x.out.remaining = rest
+        x.rt.ledger.quarantine(x.ref, token=x.token, reason=b.reason, outcome=x.out)
+        log.error("batch %s quarantined after settling: %d failed (%s)", x.ref, len(rest), b.reason)
+        return BatchResult(x.ref, BatchVerdict.QUARANTINED, sent=x.out.sent, failed=len(rest))
+    if rest and _stopped(x.rt, split_ref(x.ref)[0]):
+        x.out.remaining, x.out.due_in_ms = rest, 0
+    if not rest or x.out.remaining:
+        x.record()
+        _log_done(x, "settled", 0)
+        return BatchResult(x.ref, BatchVerdict.SETTLED, sent=x.out.sent, failed=x.out.failed)
+    return _send(x, rest, was_settled=True)
+
+
+def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult:
+    rt, s, out, info = x.rt, x.rt.settings, x.out, x.info
+    waits = rt.guards.admit_phones(x.login, phones)
     admitted = [p for p, w in zip(phones, waits, strict=True) if w == 0]
     held = [p for p, w in zip(phones, waits, strict=True) if w != 0]
     hold_until = min((w for w in waits if w), default=0)
     if not admitted:
         out.remaining, out.due_at_ms = phones, hold_until
-        _record(rt, ref, token, out)
-        log.info("batch %s: all %d recipients held by the flood guard until %d", ref, len(phones), hold_until)
-        return BatchResult(ref, "held", held=len(held))
+        x.record()
+        log.info("batch %s: all %d recipients held by the flood guard until %d", x.ref, len(phones), hold_until)
+        return BatchResult(x.ref, BatchVerdict.HELD, held=len(held))
     lines = [(admitted, info.message)]
-    params = protocol.send_params(lines=lines, request_id=req_id, sender=info.sender)
-    fp = protocol.fingerprint(account, params)
-    wait_ms = rt.guards.claim_send_request(account, fp)
+    params = send_params(lines=lines, request_id=x.req_id, sender=info.sender)
+    fp = fingerprint(x.login, params)
+    wait_ms = rt.guards.claim_send_request(x.login, fp)
     if wait_ms:
-        out.remaining, out.due_at_ms = phones, now + wait_ms
+        out.remaining, out.due_in_ms = phones, wait_ms
         if was_settled:
             # The identical request is the one whose outcome was unknown: should the provider take it
-            # late, after our timeout, the next attempt must find that out before sending again.
-            out.settle = "1"
-        _record(rt, ref, token, out)
-        log.info("batch %s: identical request sent less than 60 s ago; deferred %d ms", ref, wait_ms)
-        return BatchResult(ref, "deduplicated")
-    settle_after = now + timeout_ms + 2_000
-    if not rt.ledger.mark_sending(ref, token=token, now_ms=now, settle_after_ms=settle_after,
-                                  lease_until_ms=now + int(s.lease_s * 1000)):
-        log.warning("batch %s: lease lost before sending; nothing sent", ref)
-        return BatchResult(ref, "lost")
+            # late, the next attempt must find that out before sending again.
+            out.settle = Settle.SET
+        x.record()
+        log.info("batch %s: identical request sent less than 60 s ago; deferred %d ms", x.ref, wait_ms)
+        return BatchResult(x.ref, BatchVerdict.DEDUPLICATED)
+    # The last check before the POST: after an error 2 (or a block, or a restart's quiet) no new request
+    # leaves, whenever its slot was taken; and the slot's lease now covers the whole request.
+    if not x.slot.renew():
+        rt.guards.forget_send_request(x.login, fp)
+        out.remaining, out.due_in_ms = phones, 1_000
+        x.record()
+        return BatchResult(x.ref, BatchVerdict.ACCOUNT_CLOSED)
+    margin = settle_margin_ms(deadline_s=s.smsc_timeout, horizon_s=s.smsc_settle_horizon)
+    sending = rt.ledger.mark_sending(x.ref, token=x.token, lease_ms=int(s.lease_s * 1000), settle_margin_ms=margin)
+    if not sending:
+        rt.guards.forget_send_request(x.login, fp)
+        log.warning("batch %s: lease lost before sending; nothing sent", x.ref)
+        return BatchResult(x.ref, BatchVerdict.LOST)
     out.remaining, out.due_at_ms = held, hold_until
+    asked = time.monotonic()
     try:
         # The slot goes back as soon as the answer is in (or the request is over), before it is parsed —
-        # unless this process's credentials are not proven yet: then its slot is the account's one probe,
-        # held until the answer is recorded, so that after an error 2 the account is stopped before any
-        # other process may try (a wrong password is refused once, not once per slot).
-        report = rt.client.send(lines=lines, request_id=req_id, sender=info.sender,
-                                on_answer=slot.release if rt.proven else None)
+        # unless these credentials are not proven yet: then the slot is the account's one probe, held
+        # until the answer is recorded, so that after an error 2 the account is stopped before any other
+        # process may try (a wrong password is refused once, not once per slot).
+        report = rt.client.send(lines=lines, request_id=x.req_id, sender=info.sender,
+                                on_answer=x.slot.release if rt.proven else None)
     except SmscError as exc:
-        _on_error(rt, info, exc, admitted, held, hold_until, out, was_settled=was_settled, fp=fp,
-                  settle_after=settle_after)
-        _record(rt, ref, token, out)
-        log.warning("batch %s: %d recipients: %s (%s)", ref, len(admitted), type(exc).__name__, exc)
-        return BatchResult(ref, type(exc).__name__, sent=out.sent, failed=out.failed)
-    rt.proven = True
-    rt.guards.account_outcome(account, "ok", now_ms=now_ms())
-    by_key = {phone_key(p.phone): p for p in report.phones}
-    per_msg = info.parts
+        ctx = _Failure(x, exc, admitted, held, hold_until, fp, sending.settle_after_ms, was_settled)
+        _handler_for(exc)(ctx)
+        if exc.code in _AUTHENTICATED_ERRORS:
+            rt.mark_proven()  # the provider got past the login and password to refuse this
+        x.record()
+        log.warning("batch %s: %d recipients: %s (%s)", x.ref, len(admitted), type(exc).__name__, exc)
+        return BatchResult(x.ref, BatchVerdict.ERROR, sent=out.sent, failed=out.failed, error=type(exc).__name__)
+    rt.guards.account_outcome(x.login, Answer.OK, latency_ms=int((time.monotonic() - asked) * 1000))
+    rt.mark_proven()
+    matched = report.match(admitted)
     for phone in admitted:
-        pr = by_key.get(phone_key(phone))
+        pr = matched.get(phone)
         if pr is None or pr.accepted:
             out.sent += 1
-            out.add_row(phone, "sent", msg_id=report.id, parts=per_msg,
-                        cost=str(pr.cost) if pr is not None else "")
+            out.add_row(phone, "sent", msg_id=report.id, parts=info.parts, cost=str(pr.cost) if pr else "")
         else:
             out.failed += 1
             out.add_row(phone, "failed", msg_id=report.id, code=pr.error, reason=describe(pr.error))
     out.sms += report.cnt
     if report.cost is not None:
         out.cost_milli += int(report.cost * 1000)
-    _record(rt, ref, token, out)
-    _log_done(ref, "sent", out, len(held), started)
-    return BatchResult(ref, "sent", sent=out.sent, failed=out.failed, held=len(held))
+    x.record()
+    _log_done(x, "sent", len(held))
+    return BatchResult(x.ref, BatchVerdict.SENT, sent=out.sent, failed=out.failed, held=len(held))
 
 
-def _on_error(rt: Runtime, info: CampaignInfo, exc: SmscError, admitted: list[str], held: list[str],
-              hold_until: int, out: Outcome, *, was_settled: bool, fp: str, settle_after: int) -> None:
-    """Turn a classified error into the batch's outcome and the account's state."""
-    account = info.account
-    now = now_ms()
-    reason = f"error {exc.code}: {exc.reason}" if exc.code is not None else exc.reason
-    everyone = admitted + held
-    out.reason = reason
-    if exc.code in _AUTHENTICATED_ERRORS:
-        rt.proven = True  # the provider got past the login and password to refuse this
-    if isinstance(exc, SmscUnknownOutcome):
-        # The provider may have the messages: settle through status.php once the request is surely over.
-        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
-        out.remaining, out.due_at_ms, out.settle = everyone, settle_after, "1"
-    elif isinstance(exc, SmscConnectError):
-        rt.guards.forget_send_request(account, fp)
-        v = rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
-        out.remaining, out.due_at_ms = everyone, max(now + 1_000, v.backoff_until_ms)
-    elif isinstance(exc, SmscAccountBackoff):
-        v = rt.guards.account_outcome(account, "block", now_ms=now, reason=reason)
-        out.remaining, out.due_at_ms = everyone, max(now + 1_000, v.backoff_until_ms)
-    elif isinstance(exc, SmscRetryable):
-        if exc.code == 9 and was_settled:
-            # Error 9 on a retry after an unknown outcome: the first request was probably taken.
-            out.remaining, out.due_at_ms, out.settle = everyone, now + 1_000, "1"
-        else:
-            v = rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
-            retry_ms = int((exc.retry_after_s or 5) * 1000)
-            out.remaining, out.due_at_ms = everyone, max(now + retry_ms, v.backoff_until_ms)
-            if exc.code is None:
-                # An HTTP error (5xx) says nothing certain about the messages: a proxy may answer 502 after
-                # the provider took them, or the provider may take them late. Ask status.php before sending
-                # again; the identical request stays barred for its minute, so a late acceptance is found.
-                out.settle = "1"
-    elif isinstance(exc, SmscNumbersRejected):
-        # An error answer all the same: the provider counts it towards its 100 errors in a row.
-        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
-        _fail_all(out, admitted, exc)
-    elif isinstance(exc, SmscBatchRejected):
-        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)
-        _fail_all(out, admitted, exc)
-    elif isinstance(exc, SmscInsufficientFunds):
-        out.remaining, out.due_at_ms = everyone, now
-        rt.guards.account_outcome(account, "error", now_ms=now, reason=reason)  # counted by the provider too
-        paused = rt.campaigns.pause_account(account, now_ms=now, reason=f"insufficient funds ({reason})")
-        log.error("account %s: insufficient funds; paused campaigns %s", account, ",".join(paused))
-    elif isinstance(exc, SmscAuthError):
-        out.remaining, out.due_at_ms = everyone, now
-        rt.guards.account_outcome(account, "auth", now_ms=now, reason=reason)
-        paused = rt.campaigns.pause_account(account, now_ms=now,
-                                            reason=f"account stopped: {reason}; fix the settings, then resume")
-        log.error("account %s: %s; sending stopped, campaigns %s paused", account, reason, ",".join(paused))
-    else:  # pragma: no cover - the hierarchy is closed
-        out.remaining, out.due_at_ms = everyone, now + 5_000
+# -- what an error means: one handler per class ----------------------------------------------------
+
+@dataclass
+class _Failure:
+    x: _Execution
+    exc: SmscError
+    admitted: list[str]
+    held: list[str]
+    hold_until: int
+    fp: str
+    settle_after_ms: int
+    was_settled: bool
+
+    @property
+    def reason(self) -> str:
+        e = self.exc
+        return f"error {e.code}: {e.reason}" if e.code is not None else e.reason
+
+    def retry_all(self, *, due_in_ms: int | None = None, due_at_ms: int = 0, settle: Settle = Settle.KEEP) -> None:
+        out = self.x.out
+        out.remaining, out.due_in_ms, out.due_at_ms = self.admitted + self.held, due_in_ms, due_at_ms
+        out.settle, out.reason = settle, self.reason
+
+    def fail_admitted(self) -> None:
+        out, e = self.x.out, self.exc
+        out.reason = self.reason
+        for phone in self.admitted:
+            out.failed += 1
+            out.add_row(phone, "failed", code=e.code if e.code is not None else "", reason=e.reason)
+
+    def account(self, answer: Answer) -> int:
+        """Apply the answer to the login; returns when its back-off ends (server ms, 0 for none)."""
+        return self.x.rt.guards.account_outcome(self.x.login, answer, reason=self.reason).backoff_until_ms
 
 
-def _fail_all(out: Outcome, phones: Sequence[str], exc: SmscError) -> None:
-    for phone in phones:
-        out.failed += 1
-        out.add_row(phone, "failed", code=exc.code if exc.code is not None else "", reason=exc.reason)
+def _on_unknown_outcome(f: _Failure) -> None:
+    # The provider may have the messages, and may take them later still: settle through status.php once
+    # the request is surely over (deadline + horizon). A timeout is not the provider's error answer: it
+    # slows the login down (adaptive cap), never counts toward the error streak.
+    f.account(Answer.UNKNOWN)
+    f.retry_all(due_at_ms=f.settle_after_ms, settle=Settle.SET)
 
 
-def _settle(rt: Runtime, ref: str, token: str, info: CampaignInfo, req_id: str, phones: list[str],
-            out: Outcome) -> list[str] | None:
-    """Ask the provider which recipients of this batch it already has; record those as sent and
-    return the others. ``None`` when status.php could not answer (the batch goes back)."""
-    taken: set[str] = set()
-    try:
-        for i in range(0, len(phones), _STATUS_CHUNK):
-            pairs = [(p, req_id) for p in phones[i:i + _STATUS_CHUNK]]
-            wait_ms = rt.guards.claim_status_request(info.account, pairs)
-            if wait_ms:
-                rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones,
-                                  due_at_ms=now_ms() + wait_ms)
-                log.info("batch %s: identical status request less than 60 s ago; settling in %d ms", ref,
-                         wait_ms)
-                return None
-            for rep in rt.client.status(pairs):
-                if rep.taken:
-                    taken.add(phone_key(rep.phone))
-            rt.proven = True
-    except SmscError as exc:
-        due = _after_status_error(rt, info, exc)
-        rt.ledger.release(ref, token=token, now_ms=now_ms(), phones=phones, due_at_ms=due,
-                          reason=f"settling: {exc}")
-        log.warning("batch %s: status.php failed while settling (%s); retry in %d ms", ref, exc, due - now_ms())
-        return None
-    rest = []
-    for phone in phones:
-        if phone_key(phone) in taken:
-            out.sent += 1
-            out.sms += info.parts
-            out.add_row(phone, "sent", msg_id=req_id, parts=info.parts, reason="settled via status.php")
-        else:
-            rest.append(phone)
-    log.info("batch %s: settled: %d already with the provider, %d to send", ref, len(phones) - len(rest),
-             len(rest))
+def _on_connect_error(f: _Failure) -> None:
+    # The request never left: it may go again, identical, at once — after the account's back-off, if
+    # the provider keeps being unreachable.
+    f.x.rt.guards.forget_send_request(f.x.login, f.fp)
+    f.retry_all(due_in_ms=1_000, due_at_ms=f.account(Answer.ERROR))
+
+
+def _on_http_error(f: _Failure) -> None:
+    # A front end or a proxy answered, not the provider: it may have passed the request on (a 502 after
+    # the provider took it) or the provider may take it late. Settle like an unknown outcome; count it
+    # toward the streak, so that a broken path backs the account off.
+    f.retry_all(due_at_ms=max(f.settle_after_ms, f.account(Answer.ERROR)), settle=Settle.SET)
+
+
+def _on_too_many_requests(f: _Failure) -> None:
+    retry_ms = int((f.exc.retry_after_s or 60) * 1000)
+    if f.was_settled:
+        # Error 9 on a retry after an unknown outcome: the first request was probably taken.
+        f.retry_all(due_in_ms=retry_ms, settle=Settle.SET)
+        return
+    f.retry_all(due_in_ms=retry_ms, due_at_ms=f.account(Answer.ERROR))
+
+
+def _on_account_blocked(f: _Failure) -> None:
+    f.retry_all(due_in_ms=1_000, due_at_ms=f.account(Answer.BLOCK))
+
+
+def _on_rejected(f: _Failure) -> None:
+    # Errors 1, 5, 6 (the batch) and 7, 8 (every number of it): permanent. Still an error answer, which
+    # the provider counts toward its 100 in a row.
+    f.account(Answer.ERROR)
+    f.fail_admitted()
+
+
+def _on_insufficient_funds(f: _Failure) -> None:
+    f.account(Answer.ERROR)  # counted by the provider too
+    f.retry_all(due_in_ms=0)
+    rt = f.x.rt
+    paused = rt.campaigns.pause_account(f.x.info.account, reason=f"insufficient funds ({f.reason})")
+    log.error("account %s: insufficient funds; paused campaigns %s", f.x.info.account, ",".join(paused))
+
+
+def _on_auth_error(f: _Failure) -> None:
+    f.retry_all(due_in_ms=0)
+    _stop_account(f.x, f.reason)
+
+
+_HANDLERS: dict[type[SmscError], Callable[[_Failure], None]] = {
+    SmscUnknownOutcome: _on_unknown_outcome,
+    SmscConnectError: _on_connect_error,
+    SmscHttpError: _on_http_error,
+    SmscTooManyRequests: _on_too_many_requests,
+    SmscAccountBlocked: _on_account_blocked,
+    SmscBatchRejected: _on_rejected,
+    SmscNumbersRejected: _on_rejected,
+    SmscInsufficientFunds: _on_insufficient_funds,
+    SmscAuthError: _on_auth_error,
+}
+
+
+def _handler_for(exc: SmscError) -> Callable[[_Failure], None]:
+    for cls in type(exc).__mro__:
+        if cls in _HANDLERS:
+            return _HANDLERS[cls]
+    return _on_unknown_outcome  # a new class nobody handles yet: the safe reading (settle, never resend)
+
+
+def _stop_account(x: _Execution, reason: str) -> None:
+    """Error 2: no request of this login leaves until an operator resumes. The stop and the paused
+    campaigns are made durable before anything else happens (a Redis crash must not forget them)."""
+    rt = x.rt
+    rt.guards.account_outcome(x.login, Answer.AUTH, reason=reason)
+    paused = rt.campaigns.pause_account(x.info.account,
+                                        reason=f"account stopped: {reason}; fix the settings, then resume")
+    durable = wait_durable(rt.redis, marker_key=rt.keys.meta)
+    log.error("account %s: %s; sending stopped, campaigns %s paused%s", x.login, reason, ",".join(paused),
+              "" if durable else f" ({durable})")
+
+
+# -- settling an unknown outcome -----------------------------------------------------------------
+
+def _settle(x: _Execution, phones: list[str]) -> list[str] | None:
+    """Ask the provider which recipients of this batch it already has; record those (sent, or failed
+    with the provider's status) and return the others. ``None`` when status.php could not answer: the
+    batch went back, still to be settled."""
+    rt = x.rt
+    taken_sent = taken_failed = 0
+    rest: list[str] = []
+    for i in range(0, len(phones), _STATUS_CHUNK):
+        chunk = phones[i:i + _STATUS_CHUNK]
+        pairs = [(p, x.req_id) for p in chunk]
+        wait_ms = _status_gate(x, pairs)
+        if wait_ms is not None:
+            rt.ledger.release(x.ref, token=x.token, phones=phones, due_in_ms=wait_ms,
+                              reason="settling: status.php limits")
+            log.info("batch %s: status.php at its limits; settling in %d ms", x.ref, wait_ms)
+            return None
+        try:
+            reports = rt.client.status(pairs)
+        except SmscError as exc:
+            due_at, due_in = _after_status_error(x, exc)
+            rt.ledger.release(x.ref, token=x.token, phones=phones, due_at_ms=due_at, due_in_ms=due_in,
+                              reason=f"settling: {exc}")
+            log.warning("batch %s: status.php failed while settling (%s)", x.ref, exc)
+            return None
+        finally:
+            rt.guards.release_status_slot(x.login, x.token)
+        rt.guards.account_outcome(x.login, Answer.OK)
+        rt.mark_proven()
+        for rep in reports:
+            if rep.outcome == "not-found":
+                rest.append(rep.phone)
+            elif rep.outcome == "failed":
+                taken_failed += 1
+                x.out.failed += 1
+                x.out.add_row(rep.phone, "failed", msg_id=x.req_id, code=rep.status,
+                              reason=f"{rep.reason} (settled via status.php)")
+            else:
+                taken_sent += 1
+                parts = rep.parts or x.info.parts
+                x.out.sent += 1
+                x.out.sms += parts
+                if rep.cost is not None:
+                    x.out.cost_milli += int(rep.cost * 1000)
+                x.out.add_row(rep.phone, "sent", msg_id=x.req_id, parts=parts,
+                              cost=str(rep.cost) if rep.cost is not None else "", reason="settled via status.php")
+    log.info("batch %s: settled: %d already sent, %d failed at the provider, %d to send", x.ref, taken_sent,
+             taken_failed, len(rest))
     return rest
 
 
-def _after_status_error(rt: Runtime, info: CampaignInfo, exc: SmscError) -> int:
-    """What a failed status.php request means for the account; returns when to settle again.
+def _status_gate(x: _Execution, pairs: Sequence[tuple[str, str]]) -> int | None:
+    """Hold what one status.php request needs: the login slot (renewed), one of the login's four status
+    slots, and the status-request limits (five a minute per message, the mass-request rule). ``None``
+    when the request may leave; else ms to wait before settling is tried again."""
+    rt = x.rt
+    if not x.slot.renew():
+        return 1_000
+    deadline = time.monotonic() + _STATUS_SLOT_WAIT_S
+    while True:
+        res = rt.guards.try_status_slot(x.login, x.token, lease_ms=x.slot.lease_ms)
+        if res is SlotResult.TAKEN:
+            break
+        if res is not SlotResult.BUSY or time.monotonic() >= deadline:
+            return 1_000
+        time.sleep(0.05)
+    wait_ms = rt.guards.claim_status_request(x.login, pairs)
+    if wait_ms:
+        rt.guards.release_status_slot(x.login, x.token)
+        return wait_ms
+    return None
 
-    Never fails a recipient: until the provider has answered, nobody knows whether it has them."""
-    account = info.account
-    now = now_ms()
+
+def _after_status_error(x: _Execution, exc: SmscError) -> tuple[int, int]:
+    """What a failed status.php request means for the account; returns (due_at_ms, due_in_ms) of the
+    next settling attempt. Never fails a recipient: until the provider has answered, nobody knows
+    whether it has them."""
     reason = f"error {exc.code}: {exc.reason}" if exc.code is not None else exc.reason
     if isinstance(exc, SmscAuthError):
-        rt.guards.account_outcome(account, "auth", now_ms=now, reason=reason)
-        paused = rt.campaigns.pause_account(account, now_ms=now,
-                                            reason=f"account stopped: {reason}; fix the settings, then resume")
-        log.error("account %s: %s; sending stopped, campaigns %s paused", account, reason, ",".join(paused))
-        return now
-    v = rt.guards.account_outcome(account, "block" if isinstance(exc, SmscAccountBackoff) else "error",
-                                  now_ms=now, reason=reason)
-    return max(now + int((exc.retry_after_s or 5) * 1000), v.backoff_until_ms)
+        _stop_account(x, reason)
+        return 0, 0
+    if isinstance(exc, SmscUnknownOutcome | SmscConnectError):
+        answer = Answer.UNKNOWN
+    elif isinstance(exc, SmscAccountBlocked):
+        answer = Answer.BLOCK
+    else:
+        answer = Answer.ERROR
+    v = x.rt.guards.account_outcome(x.login, answer, reason=reason)
+    return v.backoff_until_ms, int((exc.retry_after_s or 5) * 1000)
 
 
-def _acquire_slot(rt: Runtime, account: str, token: str, timeout_ms: int) -> str:
-    """``"taken"``, ``"busy"`` (no slot came free in time) or ``"closed"`` (the account is stopped or
-    backing off: give the batch back)."""
+# -- the plumbing ------------------------------------------------------------------------------------
+
+def _acquire_slot(rt: Runtime, token: str, lease_ms: int) -> SlotResult:
+    """``TAKEN``, ``BUSY`` (no slot came free in time) or ``CLOSED`` (the account is stopped, backing off
+    or quiet: give the batch back)."""
     s = rt.settings
-    lease_ms = timeout_ms + 5_000
     # Well inside the task's soft time limit (lease - 5 s), so that a batch that found no slot is given
     # back by this execution rather than left to the sweeper.
     deadline = time.monotonic() + min(_SLOT_WAIT_S, s.lease_s / 4)
     while True:
-        res = rt.guards.try_slot(account, token, now_ms=now_ms(), lease_ms=lease_ms, cap=s.smsc_concurrency,
-                                 probe=not rt.proven)
-        if res != "busy":
+        res = rt.guards.try_slot(rt.login, token, lease_ms=lease_ms, cap=s.smsc_concurrency, probe=not rt.proven)
+        if res is not SlotResult.BUSY:
             return res
         left = deadline - time.monotonic()
         if left <= 0:
             return res
         # Woken when a slot is given back; the timeout covers a slot freed by an expired lease.
-        rt.guards.wait_for_slot(account, min(left, _SLOT_POLL_S))
+        rt.guards.wait_for_slot(rt.login, min(left, _SLOT_POLL_S))
 
 
 def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> None:
     """Apply the outcome; the ledger is the truth, so a Redis hiccup is waited out, not skipped."""
     for attempt in range(60):
         try:
-            ok, state = rt.ledger.record(ref, token=token, now_ms=now_ms(), outcome=out)
+            ok, state = rt.ledger.record(ref, token=token, outcome=out)
         except redis.ConnectionError:
             time.sleep(min(0.5 * (attempt + 1), 2.0))
             continue
@@ -359,11 +562,10 @@ def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> None:
 
 
 def _recovered(rt: Runtime) -> bool:
-    timeout_ms = int(rt.settings.smsc_timeout * 1000)
+    s = rt.settings
     for _ in range(100):
-        now = now_ms()
-        if ensure_recovered(rt.redis, rt.keys, now_ms=now, settle_after_ms=now + timeout_ms + 2_000,
-                            ledger=rt.ledger, campaigns=rt.campaigns):
+        if ensure_recovered(rt.redis, rt.keys, deadline_s=s.smsc_timeout, horizon_s=s.smsc_settle_horizon,
+                            ledger=rt.ledger, guards=rt.guards):
             return True
         time.sleep(0.1)
     return False
@@ -374,6 +576,7 @@ def _stopped(rt: Runtime, cid: str) -> bool:
     return state in (b"cancelled", b"paused")
 
 
-def _log_done(ref: str, verb: str, out: Outcome, held: int, started: float) -> None:
-    log.info("%6.0fms batch %s %s: sent=%d failed=%d held=%d sms=%d cost=%s", (time.monotonic() - started) * 1000,
-             ref, verb, out.sent, out.failed, held, out.sms, Decimal(out.cost_milli) / 1000)
+def _log_done(x: _Execution, verb: str, held: int) -> None:
+    out = x.out
+    log.info("%6.0fms batch %s %s: sent=%d failed=%d held=%d sms=%d cost=%s", (time.monotonic() - x.started) * 1000,
+             x.ref, verb, out.sent, out.failed, held, out.sms, Decimal(out.cost_milli) / 1000)

@@ -10,7 +10,9 @@ Environment variables (the public contract):
 ``SMSC_LOGIN``         account login            } either login + password,
 ``SMSC_PASSWORD``      account password         }
 ``SMSC_APIKEY``        API key                  } or an API key
-``SMSC_ACCOUNT``       name of the account's keys in Redis (default: the login, else ``default``)
+``SMSC_ACCOUNT``       the account's name in Redis: its guards (slots, flood chains, dedup, back-off) and
+                       its campaigns; every deployment using one login must share it (default: the login,
+                       or for an API key a digest of it — never the key — else ``default``)
 ``SMSC_TIMEOUT``       seconds to wait for the provider's answer (default 30)
 ``SMSC_CONCURRENCY``   cap on requests in flight per login, all workers together (default 14; < 15)
 ``SMSC_BATCH_SIZE``    recipients per ``send.php`` request (default: derived from the message)
@@ -45,10 +47,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.intake import region_error
+from scheduler.keys import login_id
 
 __all__ = ["ConfigError", "Settings", "get_settings"]
 
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+_ACCOUNT_RE = re.compile(r"^#?[A-Za-z0-9._@-]{1,64}$")
 
 
 class ConfigError(Exception):
@@ -116,7 +119,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _account(self) -> Settings:
         if self.smsc_account is None:
-            self.smsc_account = self.smsc_login or "default"
+            apikey = self.smsc_apikey.get_secret_value() if self.smsc_apikey is not None else ""
+            self.smsc_account = login_id(self.smsc_login, apikey=apikey) if self.smsc_login or apikey else "default"
         if not _ACCOUNT_RE.match(self.smsc_account):
             raise ValueError("SMSC_ACCOUNT must be 1-64 characters of A-Za-z0-9._@-")
         return self

@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.recovery import ensure_recovered
 from worker.app import app
-from worker.runtime import get_runtime, now_ms
+from worker.runtime import get_runtime
 from worker.sending import process_batch
 
 __all__ = ["dispatch", "enqueue", "send_batch"]
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 
 def _feed(max_claim: int) -> int:
     rt = get_runtime()
-    now = now_ms()
-    refs = rt.ledger.claim(now_ms=now, window=rt.settings.smsc_window,
+    refs = rt.ledger.claim(window=rt.settings.smsc_window,
                            claim_lease_ms=int(rt.settings.lease_s * 1000) * 2, max_claim=max_claim)
     for ref in refs:
         send_batch.apply_async((ref,))
@@ -35,14 +34,13 @@ def _feed(max_claim: int) -> int:
 @app.task(name="smsc.dispatch", ignore_result=True)
 def dispatch() -> dict[str, int]:
     rt = get_runtime()
-    now = now_ms()
+    s = rt.settings
     # A new Redis server (restart): settle what could have left before anything is claimed; on the
     # first tick of a fresh namespace this records the server, so that new campaigns need no settling.
-    if not ensure_recovered(rt.redis, rt.keys, now_ms=now,
-                            settle_after_ms=now + int(rt.settings.smsc_timeout * 1000) + 2_000,
-                            ledger=rt.ledger, campaigns=rt.campaigns):
+    if not ensure_recovered(rt.redis, rt.keys, deadline_s=s.smsc_timeout, horizon_s=s.smsc_settle_horizon,
+                            ledger=rt.ledger, guards=rt.guards):
         return {"claimed": 0, "swept": 0}  # another process is recovering: next tick
-    swept = rt.ledger.sweep(now_ms())
+    swept = rt.ledger.sweep()
     claimed = _feed(rt.settings.smsc_window)
     if swept or claimed:
         log.info("dispatch: %d batches out, %d taken back from expired leases", claimed, swept)

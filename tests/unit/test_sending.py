@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 
 from scheduler.campaigns import CampaignSpec
 from worker.runtime import Runtime
-from worker.sending import process_batch
+from worker.sending import process_batch, request_id
 from worker.settings import Settings
 from worker.sim import SimConfig, SimTransport, Simulator
 from worker.smsc.client import SmscClient
@@ -162,7 +163,7 @@ def test_a_cut_connection_is_settled_through_status_php_not_resent(make_runtime:
                                                                     sim: Simulator) -> None:
     """The answer is lost after the provider took the messages: the next attempt asks, and sends nothing."""
     sim.configure(delayed_answer_rate=1.0, delayed_answer_s=5.0)  # accepted, but the answer comes too late
-    rt = make_runtime()
+    rt = make_runtime(smsc_settle_horizon=1.0)
     cid = enqueue(rt, batch_size=6)
     run_due(rt)
     assert sim.summary()["messages"] == 6
@@ -175,3 +176,116 @@ def test_a_cut_connection_is_settled_through_status_php_not_resent(make_runtime:
     st = rt.campaigns.status(cid)
     assert (st["state"], st["sent"]) == ("completed", 6)
     assert set(sim.phones().values()) == {1}  # nobody twice
+
+
+def test_a_late_acceptance_is_never_settled_too_early_and_nobody_gets_two_messages(
+        make_runtime: Callable[..., Runtime], sim: Simulator) -> None:
+    """The provider is still processing when we give up (timeout 1 s), takes the messages at 3 s and shows
+    them in status.php at 5 s: a settlement at 'timeout + 2 s' would read -3 and send everyone again."""
+    sim.configure(slow_accept_rate=1.0, slow_accept_s=3.0, status_lag_s=2.0)
+    rt = make_runtime(smsc_settle_horizon=5.0)
+    cid = enqueue(rt, batch_size=6)
+    assert run_due(rt) == ["error"]
+    sim.configure(slow_accept_rate=0.0)
+    deadline = time.monotonic() + 40
+    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
+        run_due(rt)
+        time.sleep(0.2)
+    st = rt.campaigns.status(cid)
+    assert (st["state"], st["sent"]) == ("completed", 6)
+    assert set(sim.phones().values()) == {1}  # one message each: the late acceptance was found, not repeated
+    assert sim.summary()["accepted_after_client_gone"] >= 1
+
+
+def test_settled_recipients_carry_the_providers_cost_and_parts(make_runtime: Callable[..., Runtime],
+                                                               sim: Simulator) -> None:
+    sim.configure(delayed_answer_rate=1.0, delayed_answer_s=3.0)
+    rt = make_runtime(smsc_settle_horizon=0.5)
+    cid = enqueue(rt, batch_size=6)
+    run_due(rt)
+    sim.configure(delayed_answer_rate=0.0)
+    deadline = time.monotonic() + 30
+    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
+        run_due(rt)
+        time.sleep(0.2)
+    st = rt.campaigns.status(cid)
+    assert st["state"] == "completed" and st["sms"] == 6
+    assert Decimal(st["cost"]) == sim.config.price_per_part * 6  # the provider's bill, not short of it
+    assert all(r[4] for r in rows(rt, cid).values())  # every row has its cost
+
+
+def test_national_numbers_the_provider_corrects_are_settled_not_sent_twice(make_runtime: Callable[..., Runtime],
+                                                                           sim: Simulator) -> None:
+    """Written without '+', 8 900 … is stored and echoed by the provider as 7900…; settlement must ask and
+    match by that spelling, or every such recipient is sent again."""
+    sim.configure(autocorrect=True, delayed_answer_rate=1.0, delayed_answer_s=3.0)
+    national = [f"8900{i:07d}" for i in range(1, 7)]
+    rt = make_runtime(smsc_settle_horizon=0.5)
+    cid = enqueue(rt, national, batch_size=6)
+    run_due(rt)
+    sim.configure(delayed_answer_rate=0.0)
+    deadline = time.monotonic() + 30
+    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
+        run_due(rt)
+        time.sleep(0.2)
+    assert rt.campaigns.status(cid)["sent"] == 6
+    assert sorted(sim.phones()) == sorted("7" + p[1:] for p in national)
+    assert set(sim.phones().values()) == {1}
+
+
+def test_a_poison_batch_is_quarantined_and_the_campaign_still_ends(make_runtime: Callable[..., Runtime],
+                                                                   redis_client: redis.Redis,
+                                                                   sim: Simulator) -> None:
+    rt = make_runtime(smsc_lease=1.0, smsc_max_attempts=3)
+    cid = enqueue(rt, batch_size=3)
+    # Bad stored input (a phone with the list separator in it): the client refuses to build the request.
+    redis_client.hset(rt.keys.batch(f"{cid}:1"), "phones", "+7900:1,+79000000005,+79000000006")
+    errors = 0
+    deadline = time.monotonic() + 30
+    while rt.campaigns.status(cid)["state"] not in ("completed", "failed") and time.monotonic() < deadline:
+        rt.ledger.sweep()
+        refs = rt.ledger.claim(window=100, claim_lease_ms=1_000, max_claim=100)
+        for ref in refs:
+            try:
+                process_batch(rt, ref)
+            except ValueError:
+                errors += 1
+        time.sleep(0.3)
+    st = rt.campaigns.status(cid)
+    assert errors == 3  # the poison batch ran SMSC_MAX_ATTEMPTS times, then no more
+    assert st["state"] == "completed" and st["sent"] == 3 and st["failed"] == 3 and adds_up(st)
+    assert int(redis_client.hget(rt.keys.campaign(cid), "quarantined") or 0) == 3
+    reasons = {r[6] for r in rows(rt, cid).values() if r[1] == "failed"}
+    assert any("quarantined after 3 attempts" in r for r in reasons), reasons
+
+
+def test_credentials_proven_once_let_every_fresh_process_use_the_full_cap(make_runtime: Callable[..., Runtime],
+                                                                         sim: Simulator) -> None:
+    first = make_runtime()
+    enqueue(first)
+    run_due(first)
+    assert make_runtime().proven  # a fresh process with the same settings: no probe of its own
+    assert not make_runtime(password="another-password").proven  # other credentials are not proven
+
+
+def test_request_ids_differ_between_namespaces_and_fit_the_providers_limit() -> None:
+    ids = {request_id("c1:7"), request_id("c1:7", namespace="shop"), request_id("c1:7", namespace="bank")}
+    assert len(ids) == 3 and request_id("c1:7") == "c1-7"
+    longest = request_id("x" * 24 + ":9999999", namespace="n" * 32)
+    assert len(longest) <= 40 and longest.replace(".", "").replace("-", "").isalnum()
+
+
+def test_a_proxy_refusal_is_not_a_permanent_failure(make_runtime: Callable[..., Runtime],
+                                                    redis_client: redis.Redis) -> None:
+    """A 403 from a proxy in front of the provider says nothing about the recipients: none fails."""
+    import httpx
+
+    rt = make_runtime()
+    proxy = httpx.MockTransport(lambda request: httpx.Response(403, text="Forbidden by proxy"))
+    rt._client = SmscClient(base_url="http://smsc.test", login=LOGIN, password=SecretStr(PASSWORD), timeout_s=1.0,
+                            transport=proxy)
+    cid = enqueue(rt, batch_size=6)
+    assert run_due(rt) == ["error"]
+    st = rt.campaigns.status(cid)
+    assert (st["failed"], st["pending"]) == (0, 6)
+    assert redis_client.hget(rt.keys.batch(f"{cid}:0"), "settle") == b"1"  # asked before anything is resent

@@ -441,6 +441,8 @@ class Simulator:
         if breach is not None:
             raise _Answer(9, breach=breach)
         lag_ms = round(cfg.status_lag_s * 1000)
+        # all=1 (and 2): the full form, which also says what the message cost and how many SMS it was.
+        full = (_small_int(params.get("all"), 0, 2) or 0) >= 1
         answers = []
         for (phone, mid), hit in zip(pairs, self._ledger.find(pairs), strict=True):
             echo = rules.normalize_phone(phone) or phone
@@ -451,13 +453,14 @@ class Simulator:
                     raise _Answer(3, text=NOT_FOUND_TEXT)
                 answers.append(rules.StatusAnswer(echo, mid, -3, 0, 0, ""))
                 continue
-            ts_ms, flood = hit
+            ts_ms, flood, parts = hit
             ts = ts_ms // 1000
             when = time.strftime("%d.%m.%Y %H:%M:%S", time.gmtime(ts + MSK_OFFSET_S))
             # A message the flood rule held back is never delivered: 20 "cannot be delivered".
             status, err = (20, 0) if flood else (1, 0)
-            answers.append(rules.StatusAnswer(echo, mid, status, err, ts, when))
-        body = rules.status_body(answers, fmt=fmt, listed=listed)
+            answers.append(rules.StatusAnswer(echo, mid, status, err, ts, when,
+                                              cost=cfg.price_per_part * parts, parts=parts))
+        body = rules.status_body(answers, fmt=fmt, listed=listed, full=full)
         return SimResponse(200, body, content_type=_CONTENT_TYPES[fmt])
 
     def _balance_answer(self, params: Mapping[str, str], login: str, fmt: int, now_ms: int) -> SimResponse:

@@ -121,6 +121,9 @@ class StatusAnswer:
     last_timestamp: int
     last_date: str
     flag: int = 0
+    #: What the message cost (all its parts) and its SMS count: shown in the full form (``all=1``).
+    cost: Decimal | None = None
+    parts: int | None = None
 
 
 # -- parameter rules ---------------------------------------------------------------------------------
@@ -295,21 +298,29 @@ def send_body(answer: SendAnswer, *, fmt: int, cost_mode: int, op: bool) -> str:
     return head + tail
 
 
-def status_body(answers: Sequence[StatusAnswer], *, fmt: int, listed: bool | None = None) -> str:
+def status_body(answers: Sequence[StatusAnswer], *, fmt: int, listed: bool | None = None,
+                full: bool = False) -> str:
     """status.php: one object for a single message, a JSON list for the list form (fmt=3); lines for fmt 0/1.
 
     ``listed`` is the list form (a comma in the request, even a trailing one after a single message);
-    ``None`` = several answers.
+    ``None`` = several answers. ``full`` (``all=1``): JSON objects also carry ``cost`` (a string, like
+    every amount of the provider's) and ``sms_cnt`` of a known message (the other formats stay short).
     """
     single = not listed if listed is not None else len(answers) == 1
+
+    def extra(a: StatusAnswer) -> dict[str, object]:
+        if not full or a.cost is None:
+            return {}
+        return {"cost": money(a.cost), "sms_cnt": a.parts}
+
     if fmt == 3:
         if single:
             a = answers[0]
             return _dumps({"status": a.status, "last_date": a.last_date,
-                           "last_timestamp": a.last_timestamp, "flag": a.flag, "err": a.err})
+                           "last_timestamp": a.last_timestamp, "flag": a.flag, "err": a.err, **extra(a)})
         return _dumps([
             {"phone": a.phone, "id": json_id(a.id), "status": a.status, "last_timestamp": a.last_timestamp,
-             "last_date": a.last_date, "flag": a.flag, "err": a.err}
+             "last_date": a.last_date, "flag": a.flag, "err": a.err, **extra(a)}
             for a in answers
         ])
     if fmt == 2:

@@ -140,13 +140,13 @@ class Ledger:
                 self.unique += 1
         return 1 if chain > FLOOD_CHAIN_MAX else 0
 
-    def find(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, bool] | None]:
-        """For each (phone, id): ``(ts_ms, flood)`` of the latest matching message, or ``None``."""
+    def find(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, bool, int] | None]:
+        """For each (phone, id): ``(ts_ms, flood, parts)`` of the latest matching message, or ``None``."""
         indexes: dict[int, dict[int, int]] = {}  # request -> phone code -> message index
-        out: list[tuple[int, bool] | None] = []
+        out: list[tuple[int, bool, int] | None] = []
         for phone, message_id in pairs:
             digits = normalize_phone(phone)
-            hit: tuple[int, bool] | None = None
+            hit: tuple[int, bool, int] | None = None
             if digits is not None:
                 code = phone_code(digits)
                 for request_no in reversed(self._by_id.get(message_id, ())):
@@ -155,7 +155,7 @@ class Ledger:
                         index = indexes[request_no] = self._request_index(request_no)
                     position = index.get(code)
                     if position is not None:
-                        hit = (self._ts[position], bool(self._flood[position]))
+                        hit = (self._ts[position], bool(self._flood[position]), self._parts[position])
                         break
             out.append(hit)
         return out
