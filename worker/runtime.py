@@ -46,7 +46,11 @@ class Runtime:
         self.ledger = Ledger(self.redis, self.keys, scripts=scripts, quarantine_after=settings.smsc_max_attempts)
         self.guards = Guards(self.redis, self.keys, scripts=scripts,
                              account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)),
-                             adaptive=AdaptivePolicy(max_cap=settings.smsc_concurrency),
+                             # A good answer slower than a third of the deadline is a provider in trouble;
+                             # answers within one deadline of a decrease answer requests sent before it.
+                             adaptive=AdaptivePolicy(max_cap=settings.smsc_concurrency,
+                                                     slow_answer_ms=int(settings.smsc_timeout * 1000 / 3),
+                                                     hold_ms=int(settings.smsc_timeout * 1000)),
                              status=StatusPolicy(strict_mass=settings.smsc_status_strict))
         self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
         #: The name of the login in the guard keys, shared by every namespace and process using it.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from scheduler.keys import Keys
 from tests.integration.helpers import assert_exactly_once, numbers, wait_until_final, write_phones
 
 pytestmark = pytest.mark.integration
@@ -25,7 +26,8 @@ def test_an_app_that_does_not_import_the_package_enqueues_by_task_name_and_gets_
                               queue="smsc")
     cid = "t" + result.id.replace("-", "")[:20]
     deadline = time.monotonic() + 60
-    while not redis_client.exists(f"{{smsc}}:c:{cid}"):
+    key = Keys(stack.env.get("SMSC_NAMESPACE", "smsc")).campaign(cid)
+    while not redis_client.exists(key):
         assert time.monotonic() < deadline, "smsc.enqueue never created the campaign"
         time.sleep(0.2)
     st = wait_until_final(stack.env, cid, timeout_s=60)

@@ -94,3 +94,27 @@ def test_a_campaign_whose_every_batch_is_refused_ends_failed_with_the_reason(
     assert (st["state"], st["sent"], st["failed"]) == ("failed", 0, 30)
     assert "error 6" in (st["last_error"] or "")
     assert stack.simulator.summary()["messages"] == 0
+
+
+def test_two_deployments_on_one_redis_and_one_login_never_take_each_others_batches(
+        celery_stack, make_simulator, redis_client, tmp_path: Path) -> None:
+    """Two namespaces on one Redis (the README allows it), one login at one provider: each deployment's
+    workers take only their own batches (one Celery queue per namespace), and both share the login's
+    guards — the provider never sees more than 14 requests in flight from the two together."""
+    sim = make_simulator(latency_ms=50)
+    shop = celery_stack(workers=1, concurrency=4, namespace="shop", simulator=sim)
+    bank = celery_stack(workers=1, concurrency=4, namespace="bank", simulator=sim)
+    a, b = numbers(1_000), numbers(1_000, start=5_000_000)
+    cids = []
+    for stack, recipients, name in ((shop, a, "a"), (bank, b, "b")):
+        phones = write_phones(tmp_path / f"{name}.txt", recipients)
+        receipt = last_json(cli({**stack.env, "SMSC_BATCH_SIZE": "50"}, "enqueue", "--phones-file", str(phones),
+                                "--message", MESSAGE, "--json"))
+        cids.append((stack, receipt["campaign_id"]))
+    for stack, cid in cids:
+        st = wait_until_final(stack.env, cid, timeout_s=120)
+        assert (st["state"], st["sent"]) == ("completed", 1_000)
+    assert_exactly_once(sim.phones(), a + b)
+    summary = sim.summary()
+    assert breaches(summary) == {}
+    assert summary["peak_inflight"] <= 14

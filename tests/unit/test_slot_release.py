@@ -18,8 +18,8 @@ from scheduler.guards import Guards
 from scheduler.keys import Keys
 from worker.dev.stack import RedisServer
 from worker.sim import SimConfig, SimTransport, Simulator
-from worker.smsc import protocol
 from worker.smsc.client import SmscClient
+from worker.smsc.responses import parse_send
 
 ACCT = "acct"
 
@@ -75,7 +75,7 @@ def test_wake_ups_nobody_took_are_capped(redis_client: redis.Redis) -> None:
 def test_the_client_reports_the_end_of_the_exchange_before_it_reads_the_answer() -> None:
     sim = Simulator(SimConfig(balance=Decimal(1000)))
     calls: list[str] = []
-    parse = protocol.parse_send
+    parse = parse_send
 
     def spy_parse(body: str, **kw: int) -> object:
         calls.append("parse")

@@ -172,10 +172,3 @@ def test_errors_survive_pickling_with_their_attributes(err: SmscError) -> None:
     assert str(clone) == str(err)
 
 
-def test_the_removed_names_are_only_a_transitional_alias() -> None:
-    # worker.sending still imports them until it acts on the new classes; they are no classes of the tree.
-    retryable = errors.SmscRetryable
-    assert retryable == (SmscTooManyRequests, SmscHttpError)
-    assert errors.SmscAccountBackoff is SmscAccountBlocked
-    with pytest.raises(AttributeError):
-        _ = errors.SmscNoSuchThing

@@ -8,5 +8,4 @@
 - :mod:`~worker.smsc.statuses`  status and delivery-error codes: taken, sent or failed, in words
 - :mod:`~worker.smsc.phones`    how the provider spells (auto-corrects) a number, and matching its echoes
 - :mod:`~worker.smsc.encoding`  GSM 03.38 / UCS-2 parts, the 1000-character and sender limits
-- :mod:`~worker.smsc.protocol`  transitional re-exports of the old names (to be deleted)
 """

@@ -215,19 +215,6 @@ def _http_retry_after_s(http_status: int, retry_after: str | None) -> float:
     return HTTP_4XX_RETRY_AFTER_S
 
 
-def __getattr__(name: str) -> Any:
-    """Transitional, until ``worker.sending`` acts on the new classes: the two removed names.
-
-    Not part of the API (not in ``__all__``, not in the tree above); delete this function with the
-    last import of either name. ``SmscRetryable`` meant "error 9 or HTTP 5xx", now two classes.
-    """
-    if name == "SmscRetryable":
-        return (SmscTooManyRequests, SmscHttpError)
-    if name == "SmscAccountBackoff":
-        return SmscAccountBlocked
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def classify(
     code: int | None,
     reason: str,
