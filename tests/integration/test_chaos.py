@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 # -- the chaos scenarios ------------------------------------------------------------------------------
 
-# name -> recipients here (the quick sizes of ``smsc-mailer-dev chaos --quick``)
+# name -> recipients here (the quick sizes of ``smsc-mailer-dev chaos --quick``: every scenario runs in
+# ``make test``, sized down; the longest, fast-clock, waits out the provider's 60 s flood gap by design)
 SIZES = {name: small for name, (_, _, small) in chaos.SCENARIOS.items()}
 
 
@@ -35,27 +36,13 @@ def test_chaos_scenario_loses_nothing_sends_nothing_twice_and_breaks_no_rule(nam
     st = res.details["status"]
     assert (st["failed"], st["cancelled"], st["pending"]) == (0, 0, 0)
     assert st["sms"] == res.recipients  # the provider's own count: one part each, once
-    _the_fault_really_happened(name, res)
-
-
-def _the_fault_really_happened(name: str, res: chaos.ScenarioResult) -> None:
-    """The zeros above mean something only if the faults hit."""
-    events, faults = res.details["events"], res.details["faults"]
-    if name == "worker-kills":
-        kills = [e for e in events if "kill" in e]
-        assert len(kills) == 3 and len({e["kill"] for e in kills}) == 3, res.notes
-        assert all(0 < e["done"] < res.recipients for e in kills), res.notes  # mid-campaign
-        assert sum(e["mid_request"] for e in kills) >= 2, res.notes  # mid-batch: a request in flight
-    elif name == "redis-restart":
-        [restart] = [e for e in events if "restart" in e]
-        assert restart["run_id_before"] != restart["run_id_after"], res.notes
-        assert 0 < restart["done"] < res.recipients, res.notes
-        assert next(e["marked"] for e in events if "marked" in e) > 0, res.notes  # settled first
-    elif name == "provider-faults":
-        for kind in ("http500", "resets", "delayed", "error9", "error4"):
-            assert faults.get(kind, 0) > 0, (kind, res.notes)
-    elif name == "two-beats":
-        assert "2 beats" in res.notes
+    # No stall: the time to completed, by the Redis server's clock, within the scenario's stated bound.
+    assert res.completed_s is not None and res.completed_s <= res.bound_s, res.notes
+    # The zeros above mean something only if the fault really hit (a kill mid-request, a restart, a
+    # freeze, two enqueues at once ...): each scenario says so in its checks, with its own promises.
+    assert res.checks, f"{name} checks nothing about its fault"
+    assert [c for c, ok in res.checks.items() if not ok] == [], res.notes
+    assert res.ok
 
 
 def test_chaos_command_prints_the_table_and_exits_zero(tmp_path: Path) -> None:
@@ -69,8 +56,7 @@ def test_chaos_command_prints_the_table_and_exits_zero(tmp_path: Path) -> None:
     assert any(line.split()[:1] == ["scenario"] and "duplicated" in line for line in lines)
     [row] = json.loads(lines[-1])
     assert (row["name"], row["lost"], row["duplicated"], row["breaches"], row["ok"]) == ("two-beats", 0, 0, 0, True)
-    bad = CliRunner().invoke(smsc_mailer_dev, ["chaos", "--only", "nope"])
-    assert bad.exit_code == 2
+    assert row["in_time"] and row["completed_s"] <= row["bound_s"]
 
 
 # -- the password search ----------------------------------------------------------------------------
