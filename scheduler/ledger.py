@@ -229,18 +229,12 @@ class Ledger:
                          reason=_s(res[3]))
         return Begin(verdict, now)
 
-    def mark_sending(self, ref: str, *, token: str, lease_ms: int | None = None,
-                     settle_margin_ms: int | None = None, now_ms: int | None = None,
-                     settle_after_ms: int | None = None, lease_until_ms: int | None = None) -> Sending:
+    def mark_sending(self, ref: str, *, token: str, lease_ms: int, settle_margin_ms: int,
+                     now_ms: int | None = None) -> Sending:
         """Record the send intent (fenced); the request may leave only when the answer is true.
 
         ``lease_ms``: the execution's lease from now, covering the request; ``settle_margin_ms``: see
-        :func:`settle_margin_ms`. (``settle_after_ms``/``lease_until_ms``, absolute, with ``now_ms``:
-        the former form, kept for callers not yet moved.)"""
-        if settle_margin_ms is None or lease_ms is None:
-            if now_ms is None or settle_after_ms is None or lease_until_ms is None:
-                raise TypeError("mark_sending needs lease_ms and settle_margin_ms")
-            settle_margin_ms, lease_ms = settle_after_ms - now_ms, lease_until_ms - now_ms
+        :func:`settle_margin_ms`."""
         ok, sent, after = self.scripts.mark_sending(keys=[self.keys.batch(ref), self.keys.leased],
                                                     args=[_now(now_ms), ref, token, settle_margin_ms, lease_ms])
         return Sending(bool(int(ok)), int(sent), int(after))

@@ -47,25 +47,16 @@ log = logging.getLogger(__name__)
 _LOCK_S = 120.0
 
 
-def ensure_recovered(client: redis.Redis, keys: Keys, *, deadline_s: float | None = None,
-                     horizon_s: float = 0.0, now_ms: int | None = None, ledger: Ledger | None = None,
-                     guards: Guards | None = None, settle_after_ms: int | None = None,
-                     campaigns: object | None = None) -> bool:
+def ensure_recovered(client: redis.Redis, keys: Keys, *, deadline_s: float, horizon_s: float = 0.0,
+                     now_ms: int | None = None, ledger: Ledger | None = None, guards: Guards | None = None) -> bool:
     """True when the batches of this Redis server's life are known to be settled; False while another
     process is doing it (the caller should try again in a moment).
 
     ``deadline_s``: the hard deadline of one provider request (``SMSC_TIMEOUT``); ``horizon_s``: the
     settle horizon (``SMSC_SETTLE_HORIZON``). ``now_ms``: ``None`` = the server's clock (a value only
-    for tests). ``settle_after_ms`` (absolute, with ``now_ms``) and ``campaigns`` (unused): the former
-    form, kept for callers not yet moved."""
-    if deadline_s is not None:
-        margin_ms = settle_margin_ms(deadline_s=deadline_s, horizon_s=horizon_s)
-        quiet_ms = math.ceil(deadline_s * 1000)
-    elif settle_after_ms is not None and now_ms is not None:
-        margin_ms = quiet_ms = settle_after_ms - now_ms
-    else:
-        raise TypeError("ensure_recovered needs deadline_s (and horizon_s)")
-    del campaigns
+    for tests)."""
+    margin_ms = settle_margin_ms(deadline_s=deadline_s, horizon_s=horizon_s)
+    quiet_ms = math.ceil(deadline_s * 1000)
     pipe = client.pipeline(transaction=False)
     pipe.info("server")
     pipe.hget(keys.meta, "run_id")
