@@ -262,10 +262,11 @@ def _duration(ms: int) -> str:
     return f"{max(mins, 1)} min"
 
 
-def format_local(ts_ms: int, utc_offset_min: int) -> str:
-    """``ts_ms`` as ``YYYY-MM-DD hh:mm`` in the zone of ``utc_offset_min`` (no zone name: see :func:`zone_label`)."""
+def format_local(ts_ms: int, utc_offset_min: int, *, seconds: bool = False) -> str:
+    """``ts_ms`` as ``YYYY-MM-DD hh:mm`` (``:ss`` with ``seconds``) in the zone of ``utc_offset_min``
+    (no zone name: see :func:`zone_label`)."""
     local = _EPOCH + timedelta(milliseconds=ts_ms + utc_offset_min * MINUTE_MS)
-    return local.strftime("%Y-%m-%d %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def zone_label(utc_offset_min: int) -> str:

@@ -2,12 +2,15 @@
 
 Every command prints one clear line on bad input and exits non-zero (2 for bad input or settings,
 1 when Redis or the provider cannot be reached); ``--json`` makes the last printed line a JSON object.
+Times are shown in the zone the options speak: ``--tz`` (hours from Moscow), Moscow by default — the
+provider's default — and every time says its zone.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +26,9 @@ import redis
 from scheduler import spreading
 from scheduler.campaigns import FINAL_STATES, CampaignError, Campaigns
 from scheduler.guards import Guards
-from scheduler.intake import IntakeError, Rejected, iter_phones_file, iter_recipients, phone_key
+from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
+from scheduler.ledger import server_time_ms
 from worker.settings import ConfigError, Settings, get_settings
 
 __all__ = ["cli", "main"]
@@ -45,6 +49,10 @@ def _fail(msg: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
 def _settings() -> Settings:
     try:
         return get_settings()
@@ -62,7 +70,7 @@ def _errors(s: Settings | None = None) -> Iterator[None]:
         _fail(str(exc))
     except ValueError as exc:
         _fail(str(exc))
-    except redis.ConnectionError:
+    except (redis.ConnectionError, redis.TimeoutError):
         where = _mask_url(s.redis_url) if s else "REDIS_URL"
         _fail(f"cannot reach Redis at {where} (set REDIS_URL)", 1)
 
@@ -79,6 +87,25 @@ def _ms(ts: int | None) -> str:
     return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def _zone(tz_h: float | None) -> int:
+    """The UTC offset (minutes) of the zone the plan options speak: ``--tz``, else Moscow."""
+    return spreading.tz_utc_offset_min(tz_h or 0.0)
+
+
+def _local(ts_ms: int, offset_min: int) -> str:
+    return f"{spreading.format_local(ts_ms, offset_min, seconds=True)} {spreading.zone_label(offset_min)}"
+
+
+def _durability(what: str, camp: Campaigns) -> None:
+    durable = camp.last_durable
+    if durable is not None and not durable:
+        _warn(f"{what}, but it is {durable}: a crash of Redis now may lose it")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Bulk SMS campaigns through the SMSC HTTP API, sent by Celery workers."""
@@ -89,24 +116,55 @@ def _plan_flags(f: F) -> F:
     for opt in reversed([
         click.option("--period", "period_h", type=float, help="Spread over this many hours (0.1..720)."),
         click.option("--freq", "freq_min", type=int, help="Every FREQ minutes the next group (1..1440)."),
-        click.option("--at", "at", help="Start: DDMMYYhhmm, 'DD.MM.YY hh:mm', +m, 0ts or ISO 8601."),
-        click.option("--tz", "tz_h", type=float, help="Time zone of --at and --window, hours from Moscow."),
-        click.option("--window", help="Send only between hours H1-H2 (e.g. 9-22)."),
+        click.option("--at", "at", help="Start: DDMMYYhhmm, 'DD.MM.YY hh:mm', +m, 0ts or ISO 8601; 0 = now. "
+                                        "A time in the past is refused."),
+        click.option("--tz", "tz_h", type=float, help="Time zone of --at and --window, hours from Moscow "
+                                                      "(default: Moscow)."),
+        click.option("--window", help="Send only from H1:00 to H2:00, e.g. 9-22; 22-9 is overnight "
+                                      "(22:00 to 09:00)."),
         click.option("--recipient-time", is_flag=True, help="Apply --window in each recipient's time zone."),
     ]):
         f = opt(f)
     return f
 
 
+def _read_message_file(path: str) -> str:
+    """The text of ``--message-file`` (UTF-8, a BOM and the final newline dropped); ValueError (one line)."""
+    if os.path.isdir(path):
+        raise ValueError(f"--message-file: {path}: is a folder, not a file")
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"--message-file: {path}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"--message-file: {path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--message-file: {path}: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} is not "
+                         "UTF-8 (save the file as UTF-8)") from None
+    return text.removeprefix("\ufeff").rstrip("\r\n")
+
+
+def _check_phones_file(path: str) -> None:
+    if path == "-":
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"--phones-file: {path}: is a folder, not a file of phone numbers")
+    if not os.path.exists(path):
+        raise ValueError(f"--phones-file: {path}: no such file")
+
+
 @cli.command()
 @click.option("--phones-file", required=True, help="One number per line; blank lines, # comments skipped; - = stdin.")
 @click.option("--message", help="The text (at most 1000 characters).")
-@click.option("--message-file", type=click.Path(dir_okay=False), help="Read the text from a file instead.")
+@click.option("--message-file", help="Read the text from a file (UTF-8) instead.")
 @click.option("--sender", help="Sender name registered in the account.")
-@click.option("--campaign-id", help="Your own id (A-Za-z0-9_., ≤ 24): enqueueing it twice is a no-op.")
+@click.option("--campaign-id", help="Your own id (A-Za-z0-9_., ≤ 24): enqueueing the same campaign again, even "
+                                    "at the same time, answers the one campaign; another content is refused.")
 @click.option("--batch-size", type=click.IntRange(1, 5000), help="Recipients per request (default: from the message).")
 @_plan_flags
-@click.option("--dry-run", is_flag=True, help="Print the plan; queue nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (the one the enqueue would make); queue nothing.")
 @click.option("--strict", is_flag=True, help="Refuse the whole campaign if any line is invalid.")
 @click.option("--json", "as_json", is_flag=True, help="Last line: a JSON object.")
 def enqueue(phones_file: str, message: str | None, message_file: str | None, sender: str | None,
@@ -114,25 +172,18 @@ def enqueue(phones_file: str, message: str | None, message_file: str | None, sen
             at: str | None, tz_h: float | None, window: str | None, recipient_time: bool, dry_run: bool,
             strict: bool, as_json: bool) -> None:
     """Validate and enqueue a campaign; print its id."""
-    from worker.api import batch_size_for, build_plan, enqueue_file
-    from worker.smsc.encoding import validate_message, validate_sender
+    from worker.api import batch_size_for, enqueue_file, preview_file
+    from worker.smsc.encoding import validate_message
 
     s = _settings()
     with _errors(s):
         if (message is None) == (message_file is None):
             raise ValueError("give the text with --message or --message-file (one of them)")
         if message_file is not None:
-            message = Path(message_file).read_text(encoding="utf-8").rstrip("\n")
+            message = _read_message_file(message_file)
         assert message is not None
-        if phones_file != "-" and not Path(phones_file).is_file():
-            raise ValueError(f"--phones-file: {phones_file}: no such file")
+        _check_phones_file(phones_file)
         segments = validate_message(message)
-        if sender is not None:
-            validate_sender(sender)
-        plan = build_plan(period_h=period_h, freq_min=freq_min, at=at, tz_h=tz_h, window=window,
-                          recipient_time=recipient_time)
-        for w in plan.warnings if plan else ():
-            click.echo(f"warning: {w}", err=True)
         shown = [0]
 
         def rejected(r: Rejected) -> None:
@@ -143,78 +194,61 @@ def enqueue(phones_file: str, message: str | None, message_file: str | None, sen
             elif shown[0] == 1001:
                 click.echo("... more invalid lines: see the count below", err=True)
 
-        if dry_run or strict:
-            summary = _preflight(phones_file, plan, segments.parts, message, batch_size or s.smsc_batch_size,
-                                 rejected)
-            if dry_run:
-                _print_plan(summary, as_json)
-                return
-            if summary["invalid"]:
-                _fail(f"--strict: {summary['invalid']} invalid lines; nothing was queued")
-            shown[0] = 0
-        receipt = enqueue_file(phones_file, message, sender=sender, campaign_id=campaign_id,
-                               period_h=period_h, freq_min=freq_min, at=at, tz_h=tz_h, window=window,
-                               recipient_time=recipient_time, batch_size=batch_size,
-                               on_rejected=None if strict else rejected)
+        options: dict[str, Any] = {"sender": sender, "period_h": period_h, "freq_min": freq_min, "at": at,
+                                   "tz_h": tz_h, "window": window, "recipient_time": recipient_time,
+                                   "batch_size": batch_size, "on_rejected": rejected, "on_warning": _warn,
+                                   "settings": s}
+        if dry_run:
+            _print_plan(preview_file(phones_file, message, **options), _zone(tz_h), as_json)
+            return
+        try:
+            receipt = enqueue_file(phones_file, message, campaign_id=campaign_id, strict=strict, **options)
+        except CampaignError:
+            if strict and shown[0]:
+                _fail(f"--strict: {_plural(shown[0], 'invalid line')}; nothing was queued")
+            raise
         size = batch_size_for(message, segments.parts, setting=batch_size or s.smsc_batch_size)
         verb = "already enqueued" if receipt.existing else "enqueued"
-        click.echo(f"campaign {receipt.campaign_id} {verb}: {receipt.total} recipients "
-                   f"({receipt.invalid} invalid, {receipt.duplicates} duplicates), {receipt.parts} SMS parts "
-                   f"each, {receipt.batches} batches of up to {size}")
+        click.echo(f"campaign {receipt.campaign_id} {verb}: {_plural(receipt.total, 'recipient')} "
+                   f"({receipt.invalid} invalid, {_plural(receipt.duplicates, 'duplicate')}), "
+                   f"{_plural(receipt.parts, 'SMS part')} each, {_plural(receipt.batches, 'batch', 'batches')} "
+                   f"of up to {size}")
+        offset = _zone(tz_h)
         if receipt.first_due_ms and receipt.last_due_ms > receipt.first_due_ms:
-            click.echo(f"spread from {_ms(receipt.first_due_ms)} to {_ms(receipt.last_due_ms)}")
+            click.echo(f"due from {_local(receipt.first_due_ms, offset)} to {_local(receipt.last_due_ms, offset)}")
+        elif receipt.first_due_ms and not receipt.existing and (at is not None or window is not None):
+            click.echo(f"due at {_local(receipt.first_due_ms, offset)}")
+        if receipt.durable and not receipt.durable.startswith("on disk"):
+            _warn(f"campaign {receipt.campaign_id} is queued, but it is {receipt.durable}: "
+                  "a crash of Redis now may lose it")
         if as_json:
             click.echo(json.dumps(receipt.as_dict()))
         else:
             click.echo(receipt.campaign_id)
 
 
-def _preflight(phones_file: str, plan: spreading.PlanOptions | None, parts: int, message: str,
-               batch_setting: int | None, on_rejected: Callable[[Rejected], None]) -> dict[str, Any]:
-    """Read the file once without queueing: counts, groups and due times (for --dry-run/--strict)."""
-    from worker.api import batch_size_for
-
-    seen: set[str] = set()
-    total = invalid = dups = 0
-    offsets: dict[int, int] = {}
-    now = int(time.time() * 1000)
-    default_off = plan.utc_offset_min if plan else 180
-    for item in iter_recipients(iter_phones_file(phones_file)):
-        if isinstance(item, Rejected):
-            invalid += 1
-            on_rejected(item)
-            continue
-        key = phone_key(item[1])
-        if key in seen:
-            dups += 1
-            continue
-        seen.add(key)
-        total += 1
-        if plan and plan.recipient_time:
-            off = spreading.recipient_utc_offset_min(item[1], at_ms=plan.start_ms, default_min=default_off)
-            offsets[off] = offsets.get(off, 0) + 1
-    groups = spreading.effective_group_count(total, plan.groups) if plan and total else min(total, 1)
-    sizes = spreading.group_sizes(total, groups) if total else []
-    rows = []
-    for k, size in enumerate(sizes):
-        due = spreading.due_ms_for_group(k, plan, default_off) if plan else now
-        rows.append({"group": k, "recipients": size, "due_ms": due, "due": _ms(due)})
-    return {"total": total, "invalid": invalid, "duplicates": dups, "parts": parts,
-            "sms_estimate": total * parts, "groups": rows,
-            "batch_size": batch_size_for(message, parts, setting=batch_setting),
-            "recipient_offsets_min": offsets or None, "queued": False}
-
-
-def _print_plan(summary: dict[str, Any], as_json: bool) -> None:
-    click.echo(f"dry run: {summary['total']} recipients ({summary['invalid']} invalid, {summary['duplicates']} "
-               f"duplicates), {summary['parts']} parts each, about {summary['sms_estimate']} SMS, "
-               f"{len(summary['groups'])} groups, batches of up to {summary['batch_size']}; nothing queued")
+def _print_plan(summary: dict[str, Any], offset_min: int, as_json: bool) -> None:
+    zone = spreading.zone_label(offset_min)
+    for g in summary["groups"]:
+        g["due"] = _local(g["due_ms"], offset_min)
+    summary["zone"] = zone
     groups = summary["groups"]
+    click.echo(f"dry run: {_plural(summary['total'], 'recipient')} ({summary['invalid']} invalid, "
+               f"{_plural(summary['duplicates'], 'duplicate')}), {_plural(summary['parts'], 'part')} each, "
+               f"about {summary['sms_estimate']} SMS, {_plural(len({g['group'] for g in groups}), 'group')}, "
+               f"{_plural(summary['batches'], 'batch', 'batches')} of up to {summary['batch_size']}; "
+               f"nothing queued")
+    click.echo(f"  times in {zone}, the zone of --at and --window (--tz)")
     shown = groups if len(groups) <= 12 else [*groups[:6], None, *groups[-5:]]
     for g in shown:
-        click.echo("  ..." if g is None else f"  group {g['group']:>5}: {g['recipients']:>8} recipients at {g['due']}")
+        if g is None:
+            click.echo("  ...")
+            continue
+        noun = "recipient " if g["recipients"] == 1 else "recipients"
+        click.echo(f"  group {g['group']:>5}: {g['recipients']:>8} {noun} at {g['due']}")
     if summary["recipient_offsets_min"]:
-        zones = ", ".join(f"UTC{o / 60:+g}: {n}" for o, n in sorted(summary["recipient_offsets_min"].items()))
+        offsets = sorted(summary["recipient_offsets_min"].items())
+        zones = ", ".join(f"{spreading.zone_label(o)}: {n}" for o, n in offsets)
         click.echo(f"  recipients by time zone: {zones}")
     if as_json:
         click.echo(json.dumps(summary))
@@ -228,14 +262,15 @@ def status(campaign_id: str, as_json: bool) -> None:
     """Where a campaign stands: state, counters, SMS parts and cost."""
     s = _settings()
     with _errors(s):
-        st = _campaigns(s).status(campaign_id)
+        camp = _campaigns(s)
+        st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
         if as_json:
             click.echo(json.dumps(st))
             return
-        click.echo(_status_text(st))
+        click.echo(_status_text(st, server_time_ms(camp.r), s.smsc_concurrency))
 
 
-def _status_text(st: dict[str, Any]) -> str:
+def _status_text(st: dict[str, Any], now_ms: int, configured_cap: int) -> str:
     lines = [
         f"campaign {st['campaign_id']}: {st['state']}" + (f" — {st['reason']}" if st.get("reason") else ""),
         f"  total {st['total']}  sent {st['sent']}  failed {st['failed']}  cancelled {st['cancelled']}  "
@@ -244,12 +279,27 @@ def _status_text(st: dict[str, Any]) -> str:
         f"duplicates {st['duplicates']}",
         f"  created {_ms(st['created_ms'])}  started {_ms(st['started_ms'])}  finished {_ms(st['finished_ms'])}",
     ]
+    if st["state"] == "planning":
+        if st.get("intake_alive"):
+            lines.append("  being enqueued right now: nothing of it is queued until its intake commits")
+        else:
+            ran_out = _ms(st.get("intake_lease_until_ms"))
+            lines.append(f"  interrupted: its enqueue stopped (its claim ran out at {ran_out}) and nothing of it is "
+                         f"queued; enqueue it again with --campaign-id {st['campaign_id']} to finish it")
+    if st.get("quarantined"):
+        lines.append(f"  quarantined {st['quarantined']} (counted in failed: their batch failed too often; "
+                     "the report has the reason)")
     if st.get("account_state") not in (None, "ok") or st.get("account_backoff_until_ms"):
         until = st.get("account_backoff_until_ms")
-        back = f", backing off until {_ms(until)}" if until and until > time.time() * 1000 else ""
+        back = f", backing off until {_ms(until)}" if until and until > now_ms else ""
         lines.append(f"  account {st['account']}: {st['account_state']}{back}"
                      + (f" — {st['account_reason']}" if st.get("account_reason") else "")
-                     + f" ({st['account_backoffs']} back-offs)")
+                     + f" ({_plural(st['account_backoffs'], 'back-off')})")
+    cap = st.get("account_cap")
+    if cap is not None and cap < configured_cap:
+        why = ("until the login's credentials have a good answer" if not st.get("account_verified")
+               else "lowered while the provider answers slowly")
+        lines.append(f"  login cap: {cap} of {configured_cap} requests in flight ({why})")
     if st.get("last_error"):
         lines.append(f"  last error: {st['last_error']}")
     return "\n".join(lines)
@@ -277,17 +327,19 @@ def watch(campaign_id: str, interval: float, timeout: float | None) -> None:
             task = bar.add_task("campaign", total=st["total"], cid=campaign_id, sent=0, failed=0, cancelled=0,
                                 state=st["state"])
             while True:
-                st = camp.status(campaign_id)
+                st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
                 done = st["sent"] + st["failed"] + st["cancelled"]
-                bar.update(task, completed=done, sent=st["sent"], failed=st["failed"],
+                bar.update(task, total=st["total"], completed=done, sent=st["sent"], failed=st["failed"],
                            cancelled=st["cancelled"], state=st["state"] + (" (account: " + st["account_state"]
                                                                           + ")" if st["account_state"] != "ok" else ""))
                 if st["state"] in FINAL_STATES and st["pending"] == 0:
                     break
+                if st["state"] == "planning" and not st.get("intake_alive"):
+                    break  # an interrupted enqueue: the status below says so
                 if timeout is not None and time.monotonic() - started > timeout:
                     _fail(f"campaign {campaign_id} still {st['state']} after {timeout:g} s", 1)
                 time.sleep(interval)
-        click.echo(_status_text(st))
+        click.echo(_status_text(st, server_time_ms(camp.r), s.smsc_concurrency))
 
 
 # -- controls ---------------------------------------------------------------------------------------
@@ -297,8 +349,10 @@ def pause(campaign_id: str) -> None:
     """Pause a campaign (what is in flight finishes; the rest waits)."""
     s = _settings()
     with _errors(s):
-        state = _campaigns(s).pause(campaign_id, now_ms=int(time.time() * 1000))
+        camp = _campaigns(s)
+        state = camp.pause(campaign_id)
         click.echo(f"campaign {campaign_id}: {state}")
+        _durability(f"campaign {campaign_id} is {state}", camp)
 
 
 @cli.command()
@@ -308,10 +362,11 @@ def resume(campaign_id: str) -> None:
     s = _settings()
     with _errors(s):
         camp = _campaigns(s)
-        account = camp.fields(campaign_id).get("account", s.account)
+        account = camp.fields(campaign_id).get("account") or s.account
         Guards(camp.r, camp.keys).reset_account(account)
-        state = camp.resume(campaign_id, now_ms=int(time.time() * 1000))
+        state = camp.resume(campaign_id)  # durable: covers the account's reset too (one server, one order)
         click.echo(f"campaign {campaign_id}: {state}")
+        _durability(f"campaign {campaign_id} is {state}", camp)
 
 
 @cli.command()
@@ -320,8 +375,24 @@ def cancel(campaign_id: str) -> None:
     """Cancel a campaign: pending recipients become cancelled; what is in flight settles."""
     s = _settings()
     with _errors(s):
-        res = _campaigns(s).cancel(campaign_id, now_ms=int(time.time() * 1000))
-        click.echo(f"campaign {campaign_id}: {res['state']} ({res['cancelled_now']} recipients cancelled now)")
+        camp = _campaigns(s)
+        res = camp.cancel(campaign_id)
+        click.echo(f"campaign {campaign_id}: {res['state']} ({_plural(res['cancelled_now'], 'recipient')} "
+                   "cancelled now)")
+        _durability(f"campaign {campaign_id} is {res['state']}", camp)
+
+
+def _open_report(path: str) -> Any:
+    """The report's file, opened for writing before anything is read; ValueError (one line) if it cannot be."""
+    if os.path.isdir(path):
+        raise ValueError(f"--csv: {path}: is a folder; give a file name")
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"--csv: {path}: the folder {folder} does not exist")
+    try:
+        return open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"--csv: {path}: cannot write: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -333,7 +404,7 @@ def report(campaign_id: str, csv_path: str) -> None:
     with _errors(s):
         camp = _campaigns(s)
         camp.fields(campaign_id)
-        out = sys.stdout if csv_path == "-" else open(csv_path, "w", newline="", encoding="utf-8")
+        out = sys.stdout if csv_path == "-" else _open_report(csv_path)
         try:
             w = csv.writer(out)
             w.writerow(["phone", "state", "provider_id", "parts", "cost", "error_code", "reason"])
@@ -341,11 +412,13 @@ def report(campaign_id: str, csv_path: str) -> None:
             for row in camp.report_rows(campaign_id):
                 w.writerow(row)
                 n += 1
+        except OSError as exc:
+            raise ValueError(f"--csv: {csv_path}: cannot write: {exc.strerror or exc}") from None
         finally:
             if out is not sys.stdout:
                 out.close()
         if csv_path != "-":
-            click.echo(f"campaign {campaign_id}: {n} rows written to {csv_path}")
+            click.echo(f"campaign {campaign_id}: {_plural(n, 'row')} written to {csv_path}")
 
 
 @cli.command(name="list")
@@ -365,7 +438,17 @@ def list_(as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="smsc-mailer")
+    """The entry point: click's own usage errors (an unknown option, ``--batch-size abc``) are one line too."""
+    try:
+        rv = cli.main(prog_name="smsc-mailer", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "smsc-mailer"
+        _fail(f"{exc.format_message()} (see {where} --help)")
+    except click.ClickException as exc:
+        _fail(exc.format_message())
+    except click.Abort:
+        _fail("aborted", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":
