@@ -60,3 +60,14 @@ def test_the_tools_have_their_own_command() -> None:
     out = CliRunner().invoke(cli, ["--help"]).output
     for tool in ("bench", "chaos", "demo", "simulator"):
         assert re.search(rf"^\s+{tool}\b", out, re.MULTILINE), f"smsc-mailer-dev --help lacks {tool}"
+
+
+def test_every_setting_is_documented_in_the_readme_and_the_example_environment() -> None:
+    from worker.settings import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = (ROOT / "deploy" / "smsc-mailer.env.example").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        var = name.upper()
+        assert f"`{var}`" in readme or f"`{var}`," in readme, f"{var} is not in the README's settings"
+        assert re.search(rf"^#?\s*{var}=", example, re.MULTILINE), f"{var} is not in smsc-mailer.env.example"
