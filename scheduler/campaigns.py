@@ -416,10 +416,16 @@ class Campaigns:
         pairs: list[Arg] = []
         for ref, due in refs_due:
             pairs += [ref, due]
-        ok = self._op("commit", k.campaign(st.cid), st.token, now_ms,
-                      keys=[k.due, k.account_campaigns(spec.account), k.campaigns, k.seen(st.cid), k.meta],
-                      args=[run_id, len(fields) // 2, *fields, *pairs])
-        if not ok:
+        ok = self.scripts.create(
+            keys=[k.campaign(st.cid), k.due, k.account_campaigns(spec.account), k.campaigns, k.seen(st.cid), k.meta,
+                  *[k.batch(ref) for ref, _ in refs_due]],
+            args=["commit", st.token, self.claim_lease_ms, _clock(now_ms), run_id, st.total, len(fields) // 2,
+                  *fields, *pairs])
+        if ok == -1:
+            raise CampaignError(
+                f"campaign {st.cid}: some of the intake's writes are not in Redis (was it restarted during the "
+                "intake?); nothing was queued: enqueue it again")
+        if ok != 1:
             raise _LostClaim
 
     # -- dry run ---------------------------------------------------------------------------------

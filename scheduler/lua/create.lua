@@ -20,16 +20,21 @@
 -- renew    KEYS[1]. Returns 1, or 0 when the claim is no longer this intake's.
 -- stage    KEYS[1], KEYS[1+i] batch HASH i. ARGV[5] batches written so far (a high-water mark kept
 --          in the HASH's `batches`, so that whoever takes over knows what to drop), then per batch
---          two ARGVs: its phones (joined by ','), its due time in ms ('' = none). Returns 1 | 0.
+--          two ARGVs: its phones (joined by ','), its due time in ms ('' = none). A batch's field `n`
+--          is the number of its phones, for the commit's check. Returns 1 | 0.
 -- due      KEYS[1], KEYS[1+i] batch HASH i, ARGV[4+i] its due time in ms. Returns 1 | 0.
 -- drop     KEYS[1], KEYS[1+i] keys of this campaign to unlink (a dead intake's batches, its seen SET).
 --          ARGV[5] the new value of `batches` ('' = keep). Returns 1 | 0.
 -- abandon  KEYS[1]: the intake failed and dropped what it wrote; the HASH is deleted. Returns 1 | 0.
 -- commit   KEYS[1], KEYS[2] due ZSET, KEYS[3] the account's campaigns SET, KEYS[4] campaigns ZSET,
---          KEYS[5] the seen SET, KEYS[6] meta HASH. ARGV[5] the Redis server's run_id (HSETNX into
---          meta: see scheduler.recovery), ARGV[6] k, ARGV[7..6+2k] field, value pairs for the
---          campaign HASH, then ref, due_ms pairs for the due-queue. The campaign becomes 'queued'
---          and every batch due, all at once or not at all. Returns 1 | 0.
+--          KEYS[5] the seen SET, KEYS[6] meta HASH, KEYS[6+i] the HASH of batch i. ARGV[5] the Redis
+--          server's run_id (HSETNX into meta: see scheduler.recovery), ARGV[6] the recipients counted
+--          by the intake, ARGV[7] k, ARGV[8..7+2k] field, value pairs for the campaign HASH, then
+--          per batch i its ref and due time (ms). The campaign becomes 'queued' and every batch due,
+--          all at once or not at all — and only if what the intake wrote is all there: as many
+--          recipients in the seen SET and in the batches (their `n`) as it counted (a Redis restart during the
+--          intake can lose its last second of writes while the intake goes on). Returns 1 | 0 |
+--          -1 (writes of the intake are missing: nothing was committed).
 local op, token, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = clock_ms(ARGV[4])
 local now_s, until_s = int_s(now), int_s(now + lease)
@@ -71,10 +76,11 @@ end
 if op == 'stage' then
   for i = 2, #KEYS do
     local bkey, phones, due = KEYS[i], ARGV[4 + 2 * (i - 1)], ARGV[5 + 2 * (i - 1)]
+    local n = count_phones(phones)
     if due ~= '' then
-      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '', 'due', due)
+      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '', 'n', n, 'due', due)
     else
-      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '')
+      redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '', 'n', n)
     end
   end
   local mark = tonumber(ARGV[5])
@@ -100,11 +106,20 @@ if op == 'abandon' then
 end
 
 if op == 'commit' then
+  local total = tonumber(ARGV[6])
+  if redis.call('SCARD', KEYS[5]) ~= total then return -1 end
+  local n = 0
+  for i = 7, #KEYS do
+    local staged = redis.call('HGET', KEYS[i], 'n')  -- the recipients its last write held
+    if not staged then return -1 end
+    n = n + tonumber(staged)
+  end
+  if n ~= total then return -1 end
   local cid = redis.call('HGET', ckey, 'id')
-  local k = tonumber(ARGV[6])
+  local k = tonumber(ARGV[7])
   local fields = {}
-  for i = 7, 6 + 2 * k do fields[#fields + 1] = ARGV[i] end
-  local first = 7 + 2 * k
+  for i = 8, 7 + 2 * k do fields[#fields + 1] = ARGV[i] end
+  local first = 8 + 2 * k
   local chunk = {}
   for i = first, #ARGV, 2 do
     chunk[#chunk + 1] = ARGV[i + 1]
@@ -120,7 +135,7 @@ if op == 'commit' then
   redis.call('HDEL', ckey, 'owner', 'lease_until')
   redis.call('SADD', KEYS[3], cid)
   redis.call('ZADD', KEYS[4], now_s, cid)
-  redis.call('DEL', KEYS[5])
+  redis.call('UNLINK', KEYS[5])  -- a large SET is freed in the background, not in this script
   redis.call('HSETNX', KEYS[6], 'run_id', ARGV[5])
   return 1
 end

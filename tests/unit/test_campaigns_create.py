@@ -252,3 +252,25 @@ def test_every_intake_write_is_fenced_by_the_claim(redis_client: redis.Redis, ke
         assert c.scripts.create(keys=[ckey, *extra_keys], args=[op, "stale", 30_000, "", *args]) == 0, op
     assert not redis_client.exists(bkey) and redis_client.exists(seen) and not redis_client.exists(keys.due)
     assert redis_client.hget(ckey, "state") == b"planning"
+
+
+@pytest.mark.parametrize("loss", ["a batch", "a dedup key"])
+def test_a_commit_refuses_an_intake_whose_writes_were_lost_and_leaves_nothing(
+    redis_client: redis.Redis, keys: Keys, loss: str
+) -> None:
+    # What a Redis restart in the middle of an intake does (appendfsync everysec: the last second of
+    # writes gone, while the producer goes on): the commit finds fewer recipients than were counted.
+    c = Campaigns(redis_client, keys)
+
+    def items() -> Iterator[tuple[int, str]]:
+        yield from numbered(2_500)
+        if loss == "a batch":
+            redis_client.delete(keys.batch(batch_ref(CID, 3)))
+        else:
+            redis_client.srem(keys.seen(CID), phone(7).lstrip("+"))
+        yield from numbered(500, start=2_500)
+
+    with pytest.raises(CampaignError, match="some of the intake's writes are not in Redis"):
+        c.create(spec(), items())
+    assert [k for k in redis_client.scan_iter(count=1000)] == []
+    assert c.create(spec(), numbered(3_000)).total == 3_000  # and it can be enqueued again
