@@ -403,7 +403,9 @@ def report(campaign_id: str, csv_path: str) -> None:
     s = _settings()
     with _errors(s):
         camp = _campaigns(s)
-        camp.fields(campaign_id)
+        if camp.fields(campaign_id).get("state") == "planning":
+            raise ValueError(f"campaign {campaign_id} is not queued yet (see: smsc-mailer status {campaign_id}); "
+                             "there is nothing to report")
         out = sys.stdout if csv_path == "-" else _open_report(csv_path)
         try:
             w = csv.writer(out)

@@ -421,3 +421,19 @@ def test_an_enqueue_that_redis_cannot_make_durable_says_so(env, redis_client, tm
     phones = write_phones(tmp_path / "p.txt", numbers(3))
     proc = cli(env, "enqueue", "--phones-file", str(phones), "--message", "m")
     assert "is queued, but it is not durable: the Redis server keeps no append-only file" in proc.stderr
+
+
+def test_strict_reads_standard_input_once(env, redis_client, tmp_path) -> None:
+    good = "\n".join(numbers(5)) + "\n"
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", "--phones-file", "-", "--message", "m",
+                           "--strict", "--json"], input=good + "oops\n", env=child_env(env), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "smsc-mailer: --strict: 1 invalid line; nothing was queued"
+    assert "-:6: 'oops'" in proc.stderr
+    assert _nothing_queued(redis_client)
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "enqueue", "--phones-file", "-", "--message", "m",
+                           "--strict", "--json"], input=good, env=child_env(env), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["total"] == 5
