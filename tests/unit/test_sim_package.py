@@ -13,14 +13,17 @@ import worker.sim.server as sim_server
 import worker.sim.transport as sim_transport
 from tests.unit.sim_helpers import ROOT
 
-# Each module may import only the modules after it: server -> transport -> core -> config, state -> rules.
+# Each module may import only the modules after it: server -> transport -> core -> push -> config -> delivery,
+# state -> rules.
 ALLOWED_IMPORTS = {
     "rules": set(),
-    "config": set(),
+    "delivery": set(),
+    "config": {"delivery"},
+    "push": {"delivery"},
     "state": {"rules"},
-    "core": {"rules", "config", "state"},
+    "core": {"rules", "config", "state", "push"},
     "transport": {"core"},
-    "server": {"core", "transport"},
+    "server": {"core", "transport", "delivery"},
     "__init__": {"core", "transport", "server"},
 }
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from worker.sim.delivery import DeliveryConfig
+
 __all__ = ["SimConfig"]
 
 
@@ -46,6 +48,11 @@ class SimConfig:
     - ``status_not_found_error``: a single-message status request (no trailing comma) for a message the
       provider does not know answers error 3 "message not found", as the provider documents it, instead
       of status -3 (a list request, and a single one with the trailing comma, answer status -3).
+
+    What becomes of a message: ``delivery`` (:class:`worker.sim.delivery.DeliveryConfig`): off by default
+    (status 1 at once); on, each accepted message reaches a final status after a drawn delay, status.php
+    answers it, and the provider can push the changes to a handler URL (flags ``--delivery-*``,
+    ``--push-*``; in ``POST /_sim/config`` a nested object ``{"delivery": {"push_url": ...}}``).
     """
 
     login: str = "demo"
@@ -70,6 +77,7 @@ class SimConfig:
     autocorrect: bool = False
     strict_mass_status: bool = False
     status_not_found_error: bool = False
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "balance", Decimal(str(self.balance)))
@@ -93,6 +101,10 @@ class SimConfig:
             object.__setattr__(self, "allowed_senders", frozenset(self.allowed_senders))
         object.__setattr__(self, "forbidden_words", tuple(self.forbidden_words))
         object.__setattr__(self, "undeliverable_prefixes", tuple(self.undeliverable_prefixes))
+        if isinstance(self.delivery, Mapping):
+            object.__setattr__(self, "delivery", DeliveryConfig().replace(self.delivery))
+        elif not isinstance(self.delivery, DeliveryConfig):
+            raise ValueError("delivery must be a DeliveryConfig or an object of its fields")
 
     def replace(self, changes: Mapping[str, Any]) -> SimConfig:
         """A copy with ``changes`` applied, JSON-friendly: ``{"error_rates": {"9": 0.2}, "balance": "5"}``."""
@@ -106,6 +118,8 @@ class SimConfig:
         for name in ("forbidden_words", "undeliverable_prefixes"):
             if name in values:
                 values[name] = tuple(values[name])
+        if isinstance(values.get("delivery"), Mapping):  # a partial update of the delivery model
+            values["delivery"] = self.delivery.replace(values["delivery"])
         try:
             return dataclasses.replace(self, **values)
         except (TypeError, ArithmeticError) as exc:
@@ -124,6 +138,8 @@ class SimConfig:
                 value = sorted(value) if isinstance(value, frozenset) else list(value)
             elif f.name == "error_rates":
                 value = {str(k): v for k, v in value.items()}
+            elif isinstance(value, DeliveryConfig):
+                value = value.public()
             out[f.name] = value
         return out
 

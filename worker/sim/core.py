@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from worker.sim import rules
 from worker.sim.config import SimConfig
+from worker.sim.push import PostFn, Pusher
 from worker.sim.state import Ledger, Windows
 from worker.smsc.encoding import count_segments
 
@@ -135,15 +136,22 @@ class Simulator:
 
     Thread-safe: one lock guards the state; the processing time is slept outside it. ``clock`` (seconds
     since the epoch) and ``sleep`` are injectable so that unit tests can step time.
+
+    The push to the client's handler (``config.delivery.push_url``) runs on threads of its own unless
+    ``push_threads`` is false: then :meth:`push_due` posts what is due (``push_post`` replaces the HTTP
+    post, for tests).
     """
 
     def __init__(self, config: SimConfig | None = None, *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, push_threads: bool = True,
+                 push_post: PostFn | None = None) -> None:
         self._config = config if config is not None else SimConfig()
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._generation = 0
+        self._pusher = Pusher(config=lambda: (self._config.delivery, self._config.password), clock=clock,
+                              post=push_post, threads=push_threads)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -187,6 +195,39 @@ class Simulator:
         with self._lock:
             self._reset_state()
             self._idle.notify_all()
+        self._pusher.clear()
+
+    # -- delivery and the push -------------------------------------------------------------------
+
+    def push_due(self, now_ms: int | None = None) -> int:
+        """Post the status changes due by ``now_ms`` (default: the clock) on this thread; how many were tried."""
+        return self._pusher.run_due(now_ms)
+
+    def wait_pushed(self, timeout_s: float = 10.0) -> bool:
+        """Wait (real time) until no status post is queued or in flight."""
+        return self._pusher.wait_empty(timeout_s)
+
+    def close(self) -> None:
+        """Stop the push threads (the server calls this when it closes)."""
+        self._pusher.stop()
+
+    def truth(self, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """A page of accepted messages with their fate: id, phone, status, err, final_ms (0: never final),
+        as status.php will answer once ``final_ms`` has passed; ``delivery`` off: status 1 (20 flood) at once."""
+        with self._lock:
+            cfg = self._config
+            page = self._ledger.page(offset, limit)
+        out = []
+        for m in page:
+            if m["flood"]:
+                status, err, final_ms = 20, 0, m["ts_ms"]
+            elif cfg.delivery.enabled:
+                status, err, final_ms = cfg.delivery.truth(cfg.seed, m["id"], m["phone"], m["ts_ms"])
+            else:
+                status, err, final_ms = 1, 0, m["ts_ms"]
+            out.append({"id": m["id"], "phone": m["phone"], "status": status, "err": err, "final_ms": final_ms,
+                        "accepted_ms": m["ts_ms"]})
+        return out
 
     @property
     def balance(self) -> Decimal:
@@ -403,6 +444,17 @@ class Simulator:
         self._windows.remember_send(fingerprint, now_ms)
         floods = self._ledger.add_request(now_ms, login, message_id, accepted)
         self._breaches["flood"] += floods
+        delivery = cfg.delivery
+        if delivery.enabled and delivery.push_url:
+            flags = self._ledger.last_flood_flags(len(accepted))
+            for (digits, _, parts), flood in zip(accepted, flags, strict=True):
+                if flood:
+                    status, err, final_ms = 20, 0, now_ms
+                else:
+                    status, err, final_ms = delivery.truth(cfg.seed, message_id, digits, now_ms)
+                self._pusher.schedule(message_id=message_id, phone=digits, accepted_ms=now_ms, parts=parts,
+                                      status=status, err=err, final_ms=final_ms,
+                                      intermediate=delivery.push_intermediate)
         answer = rules.SendAnswer(message_id, cnt, total, self._balance, tuple(outcomes))
         response = self._send_response(answer, fmt, cost_mode, params)
         if cfg.delayed_answer_rate and self._rng.random() < cfg.delayed_answer_rate:
@@ -454,10 +506,13 @@ class Simulator:
                 answers.append(rules.StatusAnswer(echo, mid, -3, 0, 0, ""))
                 continue
             ts_ms, flood, parts = hit
-            ts = ts_ms // 1000
-            when = time.strftime("%d.%m.%Y %H:%M:%S", time.gmtime(ts + MSK_OFFSET_S))
             # A message the flood rule held back is never delivered: 20 "cannot be delivered".
             status, err = (20, 0) if flood else (1, 0)
+            if cfg.delivery.enabled and not flood:
+                status, err, ts_ms = cfg.delivery.status_at(cfg.seed, mid, rules.normalize_phone(phone) or phone,
+                                                            ts_ms, now_ms)
+            ts = ts_ms // 1000
+            when = time.strftime("%d.%m.%Y %H:%M:%S", time.gmtime(ts + MSK_OFFSET_S))
             answers.append(rules.StatusAnswer(echo, mid, status, err, ts, when,
                                               cost=cfg.price_per_part * parts, parts=parts))
         body = rules.status_body(answers, fmt=fmt, listed=listed, full=full)
@@ -495,6 +550,7 @@ class Simulator:
                 "accepted_after_client_gone": self._accepted_after_gone,
                 "flood_flagged": ledger.flagged,
                 "balance": str(self._balance),
+                "delivery": self._pusher.stats(),
             }
 
     def record(self, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from types import FrameType, TracebackType
 from typing import Final
 
 from worker.sim.core import SimConfig, SimRequest, SimResponse, Simulator
+from worker.sim.delivery import DeliveryConfig
 from worker.sim.transport import begin
 
 __all__ = ["SimServer", "main", "run", "serve"]
@@ -172,6 +173,7 @@ class SimServer(ThreadingHTTPServer):
     def close(self) -> None:
         """Stop serving, release delayed answers, close the socket."""
         self.stopping.set()
+        self.sim.close()
         if self._thread is not None:
             self.shutdown()
             self._thread.join(timeout=5)
@@ -244,8 +246,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most one mass status request a minute, whatever it asks")
     p.add_argument("--status-not-found-error", action="store_true",
                    help="a single-message status request for an unknown message answers error 3")
+    dd = d.delivery
+    g = p.add_argument_group("delivery", "what becomes of each accepted message (off unless --delivery)")
+    g.add_argument("--delivery", action="store_true",
+                   help="each message reaches a final status after a drawn delay (status.php answers it)")
+    g.add_argument("--delivery-rates", type=_rates, default=None, metavar="CODE=SHARE,...",
+                   help="final status -> share, e.g. 1=0.85,3=0.05,20=0.06 (the rest: never final)")
+    g.add_argument("--delivery-delay-s", type=float, default=dd.delay_s, help="median delay to the final status")
+    g.add_argument("--delivery-spread", type=float, default=dd.spread, help="sigma of the log-normal delay")
+    g.add_argument("--delivery-max-delay-s", type=float, default=dd.max_delay_s)
+    g.add_argument("--push-url", default=None, help="post each status change to this handler URL")
+    g.add_argument("--push-intermediate", action="store_true", help="also post the 0 of each accepted message")
+    g.add_argument("--push-retry-s", type=float, default=dd.push_retry_s, help="first retry of a failed post")
+    g.add_argument("--push-retry-cap-s", type=float, default=dd.push_retry_cap_s)
+    g.add_argument("--push-give-up-s", type=float, default=dd.push_give_up_s)
+    g.add_argument("--push-timeout-s", type=float, default=dd.push_timeout_s)
+    g.add_argument("--push-concurrency", type=int, default=dd.push_concurrency)
     p.add_argument("--log-level", default="WARNING")
     return p
+
+
+def _rates(text: str) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        code, sep, share = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(code)] = float(share)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected CODE=SHARE,... such as 1=0.9,20=0.1, got {text!r}") from exc
+    return out
+
+
+def _delivery_from_args(args: argparse.Namespace) -> DeliveryConfig:
+    d = DeliveryConfig()
+    return DeliveryConfig(
+        enabled=args.delivery, rates=args.delivery_rates if args.delivery_rates is not None else d.rates,
+        delay_s=args.delivery_delay_s, spread=args.delivery_spread, max_delay_s=args.delivery_max_delay_s,
+        push_url=args.push_url, push_intermediate=args.push_intermediate, push_retry_s=args.push_retry_s,
+        push_retry_cap_s=args.push_retry_cap_s, push_give_up_s=args.push_give_up_s,
+        push_timeout_s=args.push_timeout_s, push_concurrency=args.push_concurrency,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -257,7 +299,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         delayed_answer_rate=args.delayed_answer_rate, delayed_answer_s=args.delayed_answer_s,
         seed=args.seed, slow_accept_rate=args.slow_accept_rate, slow_accept_s=args.slow_accept_s,
         status_lag_s=args.status_lag_s, autocorrect=args.autocorrect, strict_mass_status=args.strict_mass_status,
-        status_not_found_error=args.status_not_found_error,
+        status_not_found_error=args.status_not_found_error, delivery=_delivery_from_args(args),
     )
 
 

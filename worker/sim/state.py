@@ -140,6 +140,10 @@ class Ledger:
                 self.unique += 1
         return 1 if chain > FLOOD_CHAIN_MAX else 0
 
+    def last_flood_flags(self, n: int) -> list[bool]:
+        """The flood flags of the ``n`` messages recorded last, oldest first."""
+        return [bool(f) for f in self._flood[len(self._flood) - n:]] if n else []
+
     def find(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, bool, int] | None]:
         """For each (phone, id): ``(ts_ms, flood, parts)`` of the latest matching message, or ``None``."""
         indexes: dict[int, dict[int, int]] = {}  # request -> phone code -> message index

@@ -10,6 +10,9 @@
   ``GET /_sim/record``    ``?offset=0&limit=1000`` (limit at most 100000): JSON list of
                           ``{"ts_ms", "login", "id", "phone", "text", "parts", "flood"}``
   ``GET /_sim/phones``    JSON object phone digits -> accepted messages
+  ``GET /_sim/truth``     ``?offset=0&limit=1000``: JSON list of each accepted message's fate
+                          ``{"id", "phone", "status", "err", "final_ms", "accepted_ms"}``
+                          (:meth:`Simulator.truth`)
   ``GET /_sim/config``    the config, secrets masked
   ``POST /_sim/config``   JSON object, partial update (``{"error_rates": {"9": 0.2}}``); answers the config
   ``POST /_sim/reset``    forget messages, counters, windows; ``{"ok": true}``
@@ -124,6 +127,13 @@ def _control(sim: Simulator, method: str, path: str, query: bytes, body: bytes) 
         except ValueError:
             return _json(400, {"error": "offset and limit must be integers"})
         return _json(200, sim.record(offset, limit))
+    if method == "GET" and path == "/_sim/truth":
+        try:
+            offset = max(int(args.get("offset", "0")), 0)
+            limit = min(max(int(args.get("limit", "1000")), 0), MAX_RECORD_PAGE)
+        except ValueError:
+            return _json(400, {"error": "offset and limit must be integers"})
+        return _json(200, sim.truth(offset, limit))
     if method == "GET" and path == "/_sim/phones":
         return _json(200, sim.phones())
     if method == "GET" and path == "/_sim/health":
