@@ -392,7 +392,8 @@ def test_open_time_spreading_stays_inside_the_window_and_keeps_order(
     assert w.is_open(ta, off) and w.is_open(tb, off)
     assert start <= ta <= tb
     assert (ta < tb) == (a < b)
-    if (ta + off * MINUTE_MS) // DAY_MS == (tb + off * MINUTE_MS) // DAY_MS:  # within one opening
+    opening = lambda t: (t + off * MINUTE_MS - w.h1 * HOUR_MS) // DAY_MS  # noqa: E731 - which day's opening
+    if opening(ta) == opening(tb):  # within one opening (an overnight one spans two calendar days)
         assert tb - ta == (b - a) * MINUTE_MS  # the spacing is kept
 
 
