@@ -170,10 +170,14 @@ def test_a_second_enqueue_waits_while_the_first_is_alive_and_answers_with_its_ca
     redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
 ) -> None:
     # The first intake outlives several leases (its claim is renewed), the second waits it out.
-    first = Campaigns(redis_server.client(), keys, claim_lease_ms=300)
-    second = Campaigns(redis_server.client(), keys, claim_lease_ms=300)
-    results = run_in_threads(lambda: first.create(spec(), numbered(1_000, pause_every=100, pause_s=0.15)),
-                             lambda: (time.sleep(0.2), second.create(spec(), numbered(1_000)))[1])
+    first = Campaigns(redis_server.client(), keys, claim_lease_ms=1_000)
+    second = Campaigns(redis_server.client(), keys, claim_lease_ms=1_000)
+
+    def later() -> Receipt:
+        time.sleep(0.2)
+        return second.create(spec(), numbered(1_000))
+
+    results = run_in_threads(lambda: first.create(spec(), numbered(1_000, pause_every=100, pause_s=0.3)), later)
     assert [r.existing for r in results if isinstance(r, Receipt)] == [False, True], results
     assert queued_phones(redis_client, keys) == Counter({phone(i): 1 for i in range(1_000)})
 
