@@ -84,7 +84,7 @@ SCENARIOS: dict[str, tuple[Callable[..., ScenarioResult], int, int]] = {
     "status-limits": (scenario_status_limits, 10_000, 3_000),
     "frozen-redis": (scenario_frozen_redis, 20_000, 5_000),
     "two-enqueues": (scenario_two_enqueues, 20_000, 5_000),
-    "late-answers": (scenario_late_answers, 50_000, 10_000),
+    "late-answers": (scenario_late_answers, 100_000, 25_000),
     "fast-clock": (scenario_fast_clock, 100, 10),
 }
 

@@ -104,21 +104,27 @@ def national(digits: str, style: int) -> str:
 
 
 def scenario_autocorrect(workdir: Path, *, recipients: int) -> ScenarioResult:
-    """A file of national numbers (``8 9…``, ``9…`` without ``+``), some subscribers written a second time
-    internationally (``+7 9…``: the same recipient), to a provider that auto-corrects numbers written
-    without ``+`` and echoes them corrected, with one request in five accepted only after the timeout so
-    that settling must find the messages under the provider's spelling."""
+    """Files of national numbers (``8 9…``, ``9…`` without ``+``) to a provider that auto-corrects numbers
+    written without ``+`` and echoes them corrected, with one request in five accepted only after the
+    timeout, so that settling must find the messages under the provider's spelling. Half the recipients
+    go in with ``SMSC_DEFAULT_REGION=RU`` (some subscribers written a second time as ``+7 9…``: one
+    recipient), half without a region: sent as written, corrected by the provider (``8…`` -> ``7…``)."""
+    half = recipients // 2
 
     def enqueue(run: Run) -> None:
-        path = run.dir / "national.txt"
-        lines = [national(p, i) for i, p in enumerate(run.phones)]
-        lines += [spell(p, 0) for p in run.phones[::10]]  # the same subscribers again, as +7...
+        regional, as_written = run.phones[:half], run.phones[half:]
+        path = run.dir / "national-ru.txt"
+        lines = [national(p, i) for i, p in enumerate(regional)]
+        lines += [spell(p, 0) for p in regional[::10]]  # the same subscribers again, as +7...
         path.write_text("\n".join(lines) + "\n")
-        run.enqueue_file(path, run.phones)
+        run.enqueue_file(path, regional, env={"SMSC_DEFAULT_REGION": "RU"})
         st = run.status()
-        run.notes.append(f"{len(lines)} lines, {st['total']} recipients, {st['duplicates']} duplicates")
+        run.notes.append(f"with RU: {len(lines)} lines, {st['total']} recipients, {st['duplicates']} duplicates")
         run.checks["national and international spellings are one recipient"] = (
-            st["total"] == len(run.phones) and st["duplicates"] == len(run.phones[::10]))
+            st["total"] == len(regional) and st["duplicates"] == len(regional[::10]))
+        path = run.dir / "national.txt"  # 8XXXXXXXXXX in two spellings: the provider corrects them to 7...
+        path.write_text("".join(national(p, i % 2) + "\n" for i, p in enumerate(as_written)))
+        run.enqueue_file(path, as_written)
 
     def after(run: Run) -> None:
         gone = int(run.sim.summary().get("accepted_after_client_gone", 0))
@@ -127,7 +133,7 @@ def scenario_autocorrect(workdir: Path, *, recipients: int) -> ScenarioResult:
     return run_scenario(workdir, "autocorrect", recipients, lambda run: None, enqueue=enqueue, after=after,
                         fault_s=60, sim_config={"autocorrect": True, "slow_accept_rate": 0.2,
                                                 "slow_accept_s": TIMEOUT_S + 1.5, "status_lag_s": 0.5},
-                        env={"SMSC_DEFAULT_REGION": "RU", "SMSC_SETTLE_HORIZON": "4"}, workers=2, concurrency=2)
+                        env={"SMSC_SETTLE_HORIZON": "4"}, workers=2, concurrency=2)
 
 
 def scenario_status_limits(workdir: Path, *, recipients: int) -> ScenarioResult:
