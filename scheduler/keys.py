@@ -51,6 +51,33 @@ key                             type    TTL    written by                       
                                                settle, results)
 ``{ns}:a:<acct>:campaigns``     SET     -      intake commit (this namespace's     funds/auth pause
                                                campaigns of the account)
+``{ns}:c:<cid>:dl``             HASH    -      delivery scripts: counters by code  delivery status,
+                                               (``c<code>``), ``tracked``, per     report, poller,
+                                               batch ``b<n>`` (rows seen, first    webhooks
+                                               tracked ms) and ``e<n>`` (horizon
+                                               passed), ``state``, ``final_ms``,
+                                               ``completed_ms``; ``webhook`` (the
+                                               campaign's URL, set at enqueue)
+``{ns}:dr:<cid>:<n>``           STRING  -      delivery scripts: 8 bytes per row   delivery status,
+                                               of the batch's report rows (code,   report, poller,
+                                               err, time, flags; BITFIELD; see     push receiver
+                                               ``lua/delivery/_lib.lua``)
+``{ns}:dl:due``                 ZSET    -      delivery scripts (tracking), the    poller (claim)
+                                               poller; member ``cid:n``, score =
+                                               next status.php poll (ms)
+``{ns}:wh:new``                 HASH    -      delivery scripts: final states      webhook cut
+                                               queued per batch (ref -> items)
+``{ns}:wh:ev``                  HASH    -      webhook cut, delivery finish: the   webhook sender
+                                               events not yet acknowledged (id ->
+                                               frozen content)
+``{ns}:wh:due``                 ZSET    -      webhook cut and sender: id ->       webhook sender
+                                               next attempt (ms)
+``{ns}:wh:try``                 HASH    -      webhook sender: id -> "attempts,    webhook sender
+                                               first_ms"
+``{ns}:wh:seq``                 HASH    -      webhook cut: ref -> events cut      webhook cut
+``{ns}:wh:dead``                ZSET    -      webhook sender: events given up     status, operator
+                                               (id -> ms); their content stays in
+                                               ``{ns}:wh:ev``
 ==============================  ======  =====  ==================================  ===================
 
 Login keys (``{L}`` stands for ``{smsc}:login:<login>``; ``now`` is always the server's clock):
@@ -171,6 +198,43 @@ class Keys:
 
     def account_campaigns(self, acct: str) -> str:
         return f"{self.prefix}a:{acct}:campaigns"
+
+    # -- delivery (scheduler.delivery) -------------------------------------------------------------
+    def delivery(self, cid: str) -> str:
+        """The campaign's delivery HASH (counters, per-batch tracking, state, webhook URL)."""
+        return f"{self.prefix}c:{cid}:dl"
+
+    def delivery_record(self, ref: str) -> str:
+        """A batch's delivery record (STRING, 8 bytes per report row)."""
+        return f"{self.prefix}dr:{ref}"
+
+    @property
+    def delivery_due(self) -> str:
+        return self.prefix + "dl:due"
+
+    @property
+    def webhook_new(self) -> str:
+        return self.prefix + "wh:new"
+
+    @property
+    def webhook_events(self) -> str:
+        return self.prefix + "wh:ev"
+
+    @property
+    def webhook_due(self) -> str:
+        return self.prefix + "wh:due"
+
+    @property
+    def webhook_tries(self) -> str:
+        return self.prefix + "wh:try"
+
+    @property
+    def webhook_seq(self) -> str:
+        return self.prefix + "wh:seq"
+
+    @property
+    def webhook_dead(self) -> str:
+        return self.prefix + "wh:dead"
 
     # -- login keys (shared by every namespace) ----------------------------------------------------
     def account(self, login: str) -> str:
