@@ -1,6 +1,7 @@
 """The public surface of the scheduler's Redis side is pinned: a change to it is a deliberate one.
 
-(``scheduler.intake`` and ``scheduler.spreading`` are pinned in their own test modules.)
+(``scheduler.intake`` and ``scheduler.spreading`` are pinned in their own test modules; ``spreading``
+re-exports the names of ``times`` and ``windows``, pinned here.)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from types import ModuleType
 import pytest
 import redis
 
-from scheduler import campaigns, durability, guards, keys, ledger, recovery, scripts
+from scheduler import campaigns, durability, guards, keys, ledger, recovery, scripts, times, windows
 
 EXPORTED = {
     keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "login_id", "split_ref", "text"],
@@ -25,6 +26,9 @@ EXPORTED = {
     durability: ["DEFAULT_TIMEOUT_MS", "Durability", "Durable", "wait_durable"],
     campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
     recovery: ["ensure_recovered"],
+    times: ["DAY_MS", "HOUR_MS", "MINUTE_MS", "MOSCOW_UTC_OFFSET_H", "PAST_GRACE_MS", "PlanError", "format_local",
+            "parse_start", "recipient_utc_offset_min", "tz_utc_offset_min", "zone_label"],
+    windows: ["Window", "open_time_add", "parse_window", "window_next_open"],
 }
 
 

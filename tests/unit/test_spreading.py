@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from scheduler import spreading
@@ -384,6 +384,10 @@ def test_open_time_add_matches_the_minute_by_minute_definition(start: int, minut
 
 
 @given(instants, st.integers(0, 200_000), st.integers(0, 200_000), windows, offsets)
+# The case that once failed: 0 min is 00:53 (the last minutes of the opening of 02:00 the day before),
+# 1000 min is 18:33 of the same date in the next opening. The code was right; the property compared
+# calendar dates, which an overnight window's opening does not respect.
+@example(start=msk(2026, 11, 25, 0, 53), m1=0, m2=1000, w=Window(2, 1), off=MSK_OFF)
 def test_open_time_spreading_stays_inside_the_window_and_keeps_order(
     start: int, m1: int, m2: int, w: Window, off: int
 ) -> None:
