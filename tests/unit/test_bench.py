@@ -65,3 +65,16 @@ def test_a_missed_target_says_by_how_much() -> None:
     assert rows["slot_use@500"]["met"] is False and rows["slot_use@500"]["missed_by"] == "50% short"
     assert rows["worker_cpu@500"]["met"] is False and rows["worker_cpu@500"]["missed_by"] == "100% over"
     assert rows["lag_p99@500"]["met"] is True and "missed_by" not in rows["lag_p99@500"]
+
+
+def test_the_cold_start_and_late_answer_rows_have_their_targets() -> None:
+    res = {"cold_start": {"recipients": 100_000, "workers": 2, "concurrency": 8, "msgs_per_s": 20_000},
+           "late_answers": {"ratio": 0.6, "clean": {"msgs_per_s_to_completed": 30_000},
+                            "late": {"sim_duplicates": 0, "breaches": 1}},
+           "baselines": {"bare_load_500": {"msgs_per_s": 32_000}}}
+    rows = {r["key"]: r for r in evaluate(res)}
+    cold = rows["cold_vs_bare"]
+    assert cold["value"] == 20_000 / 32_000 and cold["met"] is False and cold["missed_by"] == "26% short"
+    assert "credentials" in cold["why"]
+    assert rows["late_ratio"]["met"] is True and rows["late_ratio"]["target"] == "≥ 0.50"
+    assert rows["late_exactly_once"]["met"] is False  # a breach under late answers is a miss

@@ -21,7 +21,11 @@ Workloads:
    average requests in flight (the simulator's ``inflight``, sampled every 50 ms) ÷ 14 over that span
    less its first and last 0.5 s; CPU of the workers (pool children included) and of Redis
    (``INFO cpu``, the broker's work included) per 1,000,000 recipients sent; and the lag.
-3. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
+3. **Cold start** (:func:`~worker.dev.bench.send.cold_start`) — the first campaign of fresh workers
+   (2 x 8) on an account nobody proved yet, 100,000 recipients, as a ratio to the bare load generator.
+4. **One late answer in five** (:func:`~worker.dev.bench.send.late_answers`) — a clean campaign and one
+   with one send answer in five after the timeout, by the same workers: the late rate over the clean one.
+5. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
    recipient; (b) one Celery task per recipient (:mod:`worker.dev.bench.baseline_app`, 2 workers, same pool and
    concurrency); (c) a bare load generator keeping 14 requests of the same batch size in flight.
 
@@ -40,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,19 +52,27 @@ from typing import Any
 
 import redis
 
-from scheduler.keys import Keys
 from worker.dev.bench import load
-from worker.dev.bench.profile import Profiler, py_spy
-from worker.dev.bench.profile import summary as profile_summary
+from worker.dev.bench.profile import py_spy
 from worker.dev.bench.report import evaluate, render_table
+from worker.dev.bench.send import (
+    LATENCY_MS,
+    MESSAGE,
+    SLOTS,
+    batch_times,
+    cli,
+    cold_start,
+    late_answers,
+    log,
+    round_or_none,
+    send_campaign,
+    warm_up,
+)
 from worker.dev.phones import write_phones_file
-from worker.dev.stack import CeleryBeat, CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
+from worker.dev.stack import CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
 
 __all__ = ["Sizes", "run_bench"]
 
-LATENCY_MS = 200
-SLOTS = 14
-MESSAGE = "Your order #4711 has shipped. Track it at example.com/t/4711"
 _BALANCE = "1000000000000"  # the simulator's default balance runs out after ~666,000 messages
 
 
@@ -70,14 +81,12 @@ class Sizes:
         self.quick = quick
         self.lines = recipients or (200_000 if quick else 1_000_000)
         self.small_lines = max(self.lines // 10, 1_000)
+        # each of the late row's two campaigns: long enough that the settle tail does not decide the rate
+        self.late_lines = 100_000 if quick else 200_000
         self.batch_sizes = batch_sizes
         self.sample_client_s = 3.0 if quick else 6.0
         self.one_task_count = 600 if quick else 1_500
         self.bare_s = 4.0 if quick else 8.0
-
-
-def _log(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -97,18 +106,9 @@ def machine() -> dict[str, Any]:
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.cli", *args]
-
-
 def _env(redis_url: str, sim: SimulatorProcess, namespace: str) -> dict[str, str]:
     return child_env({"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "SMSC_NAMESPACE": namespace,
                       "SMSC_BASE_URL": sim.url, "SMSC_LOGIN": sim.login, "SMSC_PASSWORD": sim.password})
-
-
-def _redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def _used_memory(r: redis.Redis) -> int:
@@ -124,7 +124,7 @@ def intake(r: redis.Redis, sim: SimulatorProcess, files: dict[int, Path], workdi
     for lines, path in sorted(files.items()):
         ns = f"intake{lines}"
         before = _used_memory(r)
-        m = load.run_measured(_cli("enqueue", "--phones-file", str(path), "--message", MESSAGE, "--json"),
+        m = load.run_measured(cli("enqueue", "--phones-file", str(path), "--message", MESSAGE, "--json"),
                               env=_env(_url(r), sim, ns),
                               workdir=workdir, timeout_s=600)
         if m.returncode != 0:
@@ -138,7 +138,7 @@ def intake(r: redis.Redis, sim: SimulatorProcess, files: dict[int, Path], workdi
             "producer_peak_rss_mb": round(m.peak_rss_mb, 1),
             "redis_bytes_per_pending_recipient": round((after - before) / receipt["total"], 1),
         }
-        _log(f"intake {lines} lines: {out[str(lines)]}")
+        log(f"intake {lines} lines: {out[str(lines)]}")
     r.flushdb()  # our private server: the intake campaigns are not sent
     return out
 
@@ -146,111 +146,6 @@ def intake(r: redis.Redis, sim: SimulatorProcess, files: dict[int, Path], workdi
 def _url(r: redis.Redis) -> str:
     kw = r.connection_pool.connection_kwargs
     return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
-
-
-# --------------------------------------------------------------------------------------------- send
-def _batch_times(sim: SimulatorProcess) -> dict[str, tuple[int, int]]:
-    """Request id -> (first ts_ms, messages) from the simulator's record."""
-    out: dict[str, tuple[int, int]] = {}
-    offset = 0
-    while page := sim.record(offset=offset, limit=50_000):
-        for row in page:
-            ts, n = out.get(row["id"], (row["ts_ms"], 0))
-            out[row["id"]] = (min(ts, row["ts_ms"]), n + 1)
-        offset += len(page)
-    return out
-
-
-def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: Path, batch_size: int,
-                  timeout_s: float, profile: Path | None = None) -> dict[str, Any]:
-    sim.reset()
-    ns = stack.namespace
-    m = load.run_measured(_cli("enqueue", "--phones-file", str(phones), "--message", MESSAGE, "--json",
-                               "--batch-size", str(batch_size)), env=child_env(stack.env),
-                          workdir=stack.workdir, timeout_s=600)
-    if m.returncode != 0:
-        raise RuntimeError(f"enqueue failed ({m.returncode}): {m.stderr_tail}")
-    cid = json.loads(m.stdout.strip().splitlines()[-1])["campaign_id"]
-    ckey = Keys(ns).campaign(cid)
-    workers = load.process_tree(w.pid for w in stack.workers)
-    sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), Keys(ns).leased).start()
-    simproc = load.process_tree([sim.pid])
-    cpu0, rcpu0, scpu0 = load.cpu_seconds(workers), _redis_cpu(r), load.cpu_seconds(simproc)
-    beat = CeleryBeat(env=stack.env, name=f"beat-{batch_size}", workdir=stack.workdir)
-    profiler = None
-    if profile is not None:
-        profiler = Profiler(profile, {w.name: w.pid for w in stack.workers if w.pid}, str(batch_size))
-    t0 = time.time()
-    beat.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            state, sent, failed, total = r.hmget(ckey, "state", "sent", "failed", "total")
-            if state in (b"completed", b"failed", b"cancelled", b"paused") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        t1 = time.time()
-        cpu1, rcpu1, scpu1 = load.cpu_seconds(workers), _redis_cpu(r), load.cpu_seconds(simproc)
-    finally:
-        sampler.stop()
-        beat.stop()
-        if profiler is not None:
-            profiler.stop()
-    sent_n = int(sent or 0)
-    summary = sim.summary()
-    times = _batch_times(sim)
-    first = min(ts for ts, _ in times.values()) / 1000 if times else t0
-    last = max(ts for ts, _ in times.values()) / 1000 if times else t1
-    lags = []
-    for rid, (ts, _) in times.items():
-        claimed = sampler.first_leased_ms.get(rid.rsplit("-", 1)[0] + ":" + rid.rsplit("-", 1)[1])
-        if claimed is not None:
-            lags.append((ts - claimed) / 1000)
-    per_m = 1_000_000 / max(sent_n, 1)
-    res = {
-        "batch_size": batch_size, "campaign": cid, "total": int(total or 0),
-        "state": state.decode() if isinstance(state, bytes) else str(state),
-        "sent": sent_n, "failed": int(failed or 0), "requests": len(times),
-        "msgs_per_s": round(sent_n / max(last - first, 1e-3)),
-        "msgs_per_s_from_beat_start": round(sent_n / max(t1 - t0, 1e-3)),
-        "send_s": round(last - first, 2), "beat_start_to_done_s": round(t1 - t0, 2),
-        "slot_use": _round(sampler.slot_use(first + 0.5, last - 0.5, SLOTS), 3),
-        "worker_cpu_s_per_1m": round((cpu1 - cpu0) * per_m, 1),
-        "redis_cpu_s_per_1m": round((rcpu1 - rcpu0) * per_m, 1),
-        "worker_cpu_s": round(cpu1 - cpu0, 2), "redis_cpu_s": round(rcpu1 - rcpu0, 2),
-        "simulator_cpu_s": round(scpu1 - scpu0, 2),
-        "lag_p50_s": _round(_pct(lags, 0.5), 3), "lag_p99_s": _round(_pct(lags, 0.99), 3),
-        "lag_max_s": _round(max(lags, default=None), 3), "lag_batches": len(lags),
-        "sim_messages": summary["messages"], "sim_duplicates": summary["duplicates"],
-        "breaches": sum(summary["breaches"].values()), "peak_inflight": summary["peak_inflight"],
-        "errors_answered": summary["errors_answered"],
-    }
-    if profiler is not None:
-        res["profile"] = {"files": [str(f) for f in profiler.files], "top": profile_summary(profiler.files)}
-    _log(f"send batch {batch_size}: {res}")
-    return res
-
-
-def _round(x: float | None, n: int) -> float | None:
-    return None if x is None else round(x, n)
-
-
-def warm_up(stack: Stack, r: redis.Redis, sim: SimulatorProcess, work: Path, concurrency: int) -> dict[str, Any]:
-    """A small campaign first, so that the measured ones see warm workers: a fresh worker process sends
-    its first request alone (the credentials probe) and the account starts at one slot until a good
-    answer, so the first seconds of a cold start go at a trickle. What that costs is reported here."""
-    batches = 4 * 2 * concurrency
-    path = work / "phones-warm-up.txt"
-    write_phones_file(path, batches * 20, first=500_000_000)
-    res = send_campaign(stack, r, sim, path, 20, timeout_s=120)
-    return {k: res[k] for k in ("requests", "sent", "beat_start_to_done_s", "lag_p50_s", "lag_max_s")}
 
 
 # ---------------------------------------------------------------------------------------- baselines
@@ -281,14 +176,14 @@ def one_task_per_recipient(stack: Stack, sim: SimulatorProcess, count: int, pool
     finally:
         for w in workers:
             w.stop(timeout_s=20)
-    times = _batch_times(sim)
+    times = batch_times(sim)
     ts = [t for t, _ in times.values()]
     span = (max(ts) - min(ts)) / 1000 if len(ts) > 1 else 1.0
     s = sim.summary()
     res = {"tasks": count, "sent": s["messages"], "errors_answered": s["errors_answered"],
            "breaches": s["breaches"], "msgs_per_s": round(s["messages"] / span, 1),
            "worker_cpu_s_per_1m": round((cpu1 - cpu0) * 1_000_000 / max(s["messages"], 1), 1)}
-    _log(f"one task per recipient: {res}")
+    log(f"one task per recipient: {res}")
     return res
 
 
@@ -298,7 +193,7 @@ def baselines(stack: Stack, sim: SimulatorProcess, sizes: Sizes, pool: str, conc
     sim.reset()
     out["sample_client"] = load.sample_client(sim.url, login=sim.login, password=sim.password, text=MESSAGE,
                                               seconds=sizes.sample_client_s, first_number=0)
-    _log(f"sample client: {out['sample_client']}")
+    log(f"sample client: {out['sample_client']}")
     for bs in sizes.batch_sizes:
         sim.reset()
         sampler = load.Sampler(sim.url).start()
@@ -310,16 +205,16 @@ def baselines(stack: Stack, sim: SimulatorProcess, sizes: Sizes, pool: str, conc
         sampler.stop()
         res["simulator_cpu_s"] = round(load.cpu_seconds(simproc) - scpu0, 2)
         res["generator_cpu_s"] = round(load.cpu_seconds(me) - mcpu0, 2)
-        res["slot_use"] = _round(sampler.slot_use(started + 0.5, started + res["seconds"] - 0.5, SLOTS), 3)
+        res["slot_use"] = round_or_none(sampler.slot_use(started + 0.5, started + res["seconds"] - 0.5, SLOTS), 3)
         res["breaches"] = sum(sim.summary()["breaches"].values())
         out[f"bare_load_{bs}"] = res
-        _log(f"bare load generator, batch {bs}: {res}")
+        log(f"bare load generator, batch {bs}: {res}")
     return out
 
 
 # ---------------------------------------------------------------------------------------------- run
 def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path = Path("bench/results.json"),
-              pool: str = "prefork", concurrency: int = 10, workloads: str = "intake,send,baselines",
+              pool: str = "prefork", concurrency: int = 10, workloads: str = "intake,cold,send,late,baselines",
               batch_sizes: tuple[int, ...] = (500, 100), profile: Path | None = None,
               echo: Callable[[str], None] = print) -> int:
     if profile is not None and py_spy() is None:
@@ -338,7 +233,7 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
         files = {n: work / f"phones-{n}.txt" for n in (sizes.small_lines, sizes.lines)}
         for n, path in files.items():
             results.setdefault("files", {})[str(n)] = write_phones_file(path, n)
-        _log(f"phones files written: {results['files']}")
+        log(f"phones files written: {results['files']}")
         server = RedisServer(dir=work / "redis", appendonly=True).start()
         sim = SimulatorProcess(latency_ms=LATENCY_MS, extra_args=["--balance", _BALANCE],
                                log_path=work / "simulator.log").start()
@@ -347,9 +242,11 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
             results["machine"]["redis"] = r.info("server")["redis_version"]
             if "intake" in chosen:
                 results["intake"] = intake(r, sim, files, work)
+            if "cold" in chosen:  # before any other worker proved the credentials
+                results["cold_start"] = cold_start(server, sim, work, pool=pool)
             stack = Stack(redis=server, simulator=sim, workers=2, concurrency=concurrency, pool=pool, beats=0,
                           namespace="bench", timeout_s=30.0, workdir=work / "stack", keep=True)
-            with stack:
+            with stack:  # started even without "send": the baselines run in its environment
                 if "send" in chosen:
                     results["warm_up"] = warm_up(stack, r, sim, work, concurrency)
                     results["send"] = {str(bs): send_campaign(stack, r, sim, files[sizes.lines], bs,
@@ -358,8 +255,11 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
                                        for bs in sizes.batch_sizes}
                     results["worker_rss_mb"] = round(sum(p.memory_info().rss for p in load.process_tree(
                         w.pid for w in stack.workers)) / 2**20, 1)
-                if "baselines" in chosen:
-                    results["baselines"] = baselines(stack, sim, sizes, pool, concurrency)
+            if "late" in chosen:
+                results["late_answers"] = late_answers(server, sim, work, recipients=sizes.late_lines, pool=pool,
+                                                       concurrency=concurrency)
+            if "baselines" in chosen:  # the stack's environment only: its workers are stopped
+                results["baselines"] = baselines(stack, sim, sizes, pool, concurrency)
         finally:
             sim.stop()
             server.stop()

@@ -1,0 +1,238 @@
+"""The send workloads of the benchmark: a campaign sent by running workers, measured (:func:`send_campaign`),
+the warm-up, the cold start of fresh workers (:func:`cold_start`) and one late answer in five
+(:func:`late_answers`).
+
+A campaign is enqueued (``smsc-mailer enqueue`` as a child process) while beat is stopped, the CPU
+counters are read, and beat is started: its first tick starts the campaign. Figures: messages/s between
+the first and the last message the simulator recorded, and from beat's start to the campaign's end; slot
+use (the simulator's requests in flight sampled every 50 ms, ÷ 14); the workers' and Redis' CPU per
+1,000,000 recipients; the lag from claimable to sent (see :mod:`worker.dev.bench.run`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from scheduler.keys import Keys
+from worker.dev.bench import load
+from worker.dev.bench.profile import Profiler
+from worker.dev.bench.profile import summary as profile_summary
+from worker.dev.phones import write_phones_file
+from worker.dev.stack import CeleryBeat, RedisServer, SimulatorProcess, Stack, child_env
+
+__all__ = [
+    "COLD_RECIPIENTS",
+    "LATENCY_MS",
+    "LATE_SHARE",
+    "MESSAGE",
+    "SLOTS",
+    "batch_times",
+    "cli",
+    "cold_start",
+    "late_answers",
+    "log",
+    "redis_cpu",
+    "round_or_none",
+    "send_campaign",
+    "warm_up",
+]
+
+LATENCY_MS = 200
+SLOTS = 14
+MESSAGE = "Your order #4711 has shipped. Track it at example.com/t/4711"
+#: The cold start as issue 9 measures it: the first campaign of fresh workers, 2 x 8, 100,000 recipients.
+COLD_RECIPIENTS = 100_000
+COLD_WORKERS, COLD_CONCURRENCY = 2, 8
+#: One answer in five after the timeout (the provider took the messages at once; its answer comes late).
+LATE_SHARE = 0.2
+#: The late row's own workers: a timeout five times the provider's 200 ms, so that a late answer costs a
+#: request slot a second (with the production 30 s, one late answer in five would hold every slot and no
+#: client could keep half its rate without a 15th request in flight), and a horizon that covers it.
+LATE_TIMEOUT_S, LATE_HORIZON_S, LATE_ANSWER_S = 1.0, 0.5, 1.5
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker.cli", *args]
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def batch_times(sim: SimulatorProcess) -> dict[str, tuple[int, int]]:
+    """Request id -> (first ts_ms, messages) from the simulator's record."""
+    out: dict[str, tuple[int, int]] = {}
+    offset = 0
+    while page := sim.record(offset=offset, limit=50_000):
+        for row in page:
+            ts, n = out.get(row["id"], (row["ts_ms"], 0))
+            out[row["id"]] = (min(ts, row["ts_ms"]), n + 1)
+        offset += len(page)
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: Path, batch_size: int,
+                  timeout_s: float, profile: Path | None = None) -> dict[str, Any]:
+    """Enqueue ``phones`` in batches of ``batch_size``, start beat, wait for the end; the figures. The
+    simulator's record and counters are forgotten first (its config, faults included, stays)."""
+    sim.reset()
+    ns = stack.namespace
+    m = load.run_measured(cli("enqueue", "--phones-file", str(phones), "--message", MESSAGE, "--json",
+                               "--batch-size", str(batch_size)), env=child_env(stack.env),
+                          workdir=stack.workdir, timeout_s=600)
+    if m.returncode != 0:
+        raise RuntimeError(f"enqueue failed ({m.returncode}): {m.stderr_tail}")
+    cid = json.loads(m.stdout.strip().splitlines()[-1])["campaign_id"]
+    ckey = Keys(ns).campaign(cid)
+    workers = load.process_tree(w.pid for w in stack.workers)
+    sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), Keys(ns).leased).start()
+    simproc = load.process_tree([sim.pid])
+    cpu0, rcpu0, scpu0 = load.cpu_seconds(workers), redis_cpu(r), load.cpu_seconds(simproc)
+    beat = CeleryBeat(env=stack.env, name=f"beat-{batch_size}", workdir=stack.workdir)
+    profiler = None
+    if profile is not None:
+        profiler = Profiler(profile, {w.name: w.pid for w in stack.workers if w.pid}, str(batch_size))
+    t0 = time.time()
+    beat.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state, sent, failed, total = r.hmget(ckey, "state", "sent", "failed", "total")
+            if state in (b"completed", b"failed", b"cancelled", b"paused") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        t1 = time.time()
+        cpu1, rcpu1, scpu1 = load.cpu_seconds(workers), redis_cpu(r), load.cpu_seconds(simproc)
+    finally:
+        sampler.stop()
+        beat.stop()
+        if profiler is not None:
+            profiler.stop()
+    sent_n = int(sent or 0)
+    started_ms, finished_ms = (int(x or 0) for x in r.hmget(ckey, "started_ms", "finished_ms"))
+    run_s = (finished_ms - started_ms) / 1000 if started_ms and finished_ms else None
+    summary = sim.summary()
+    times = batch_times(sim)
+    first = min(ts for ts, _ in times.values()) / 1000 if times else t0
+    last = max(ts for ts, _ in times.values()) / 1000 if times else t1
+    lags = []
+    for rid, (ts, _) in times.items():
+        claimed = sampler.first_leased_ms.get(rid.rsplit("-", 1)[0] + ":" + rid.rsplit("-", 1)[1])
+        if claimed is not None:
+            lags.append((ts - claimed) / 1000)
+    per_m = 1_000_000 / max(sent_n, 1)
+    res = {
+        "batch_size": batch_size, "campaign": cid, "total": int(total or 0),
+        "state": state.decode() if isinstance(state, bytes) else str(state),
+        "sent": sent_n, "failed": int(failed or 0), "requests": len(times),
+        "msgs_per_s": round(sent_n / max(last - first, 1e-3)),
+        "msgs_per_s_from_beat_start": round(sent_n / max(t1 - t0, 1e-3)),
+        "msgs_per_s_to_completed": round(sent_n / run_s) if run_s else None,
+        "send_s": round(last - first, 2), "beat_start_to_done_s": round(t1 - t0, 2),
+        "started_to_completed_s": round_or_none(run_s, 2),
+        "slot_use": round_or_none(sampler.slot_use(first + 0.5, last - 0.5, SLOTS), 3),
+        "worker_cpu_s_per_1m": round((cpu1 - cpu0) * per_m, 1),
+        "redis_cpu_s_per_1m": round((rcpu1 - rcpu0) * per_m, 1),
+        "worker_cpu_s": round(cpu1 - cpu0, 2), "redis_cpu_s": round(rcpu1 - rcpu0, 2),
+        "simulator_cpu_s": round(scpu1 - scpu0, 2),
+        "lag_p50_s": round_or_none(_pct(lags, 0.5), 3), "lag_p99_s": round_or_none(_pct(lags, 0.99), 3),
+        "lag_max_s": round_or_none(max(lags, default=None), 3), "lag_batches": len(lags),
+        "sim_messages": summary["messages"], "sim_duplicates": summary["duplicates"],
+        "breaches": sum(summary["breaches"].values()), "peak_inflight": summary["peak_inflight"],
+        "errors_answered": summary["errors_answered"],
+    }
+    if profiler is not None:
+        res["profile"] = {"files": [str(f) for f in profiler.files], "top": profile_summary(profiler.files)}
+    log(f"send batch {batch_size}: {res}")
+    return res
+
+
+def round_or_none(x: float | None, n: int) -> float | None:
+    return None if x is None else round(x, n)
+
+
+def warm_up(stack: Stack, r: redis.Redis, sim: SimulatorProcess, work: Path, concurrency: int, *,
+            first: int = 500_000_000) -> dict[str, Any]:
+    """A small campaign first, so that the measured ones see warm workers: a fresh worker process sends
+    its first request alone (the credentials probe) and the account starts at one slot until a good
+    answer, so the first seconds of a cold start go at a trickle. What that costs is reported here.
+    ``first``: the numbers' offset (another warm-up within a minute must not repeat identical requests)."""
+    batches = 4 * 2 * concurrency
+    path = work / f"phones-warm-up-{first}.txt"
+    write_phones_file(path, batches * 20, first=first)
+    res = send_campaign(stack, r, sim, path, 20, timeout_s=120)
+    return {k: res[k] for k in ("requests", "sent", "beat_start_to_done_s", "lag_p50_s", "lag_max_s")}
+
+
+def cold_start(server: RedisServer, sim: SimulatorProcess, work: Path, *, pool: str) -> dict[str, Any]:
+    """The first campaign of fresh workers on an account nobody proved yet: 2 workers x 8, 100,000
+    recipients in batches of 500 (issue 9: 0.58 of the bare load generator before the credentials were
+    proven once per credential set, 0.85 once warm). The database is emptied first (the bench's own server:
+    no proof of the credentials, no broker queue), and the workers are stopped after it."""
+    r = server.client()
+    r.flushdb()
+    path = work / "phones-cold.txt"
+    write_phones_file(path, COLD_RECIPIENTS, first=600_000_000, invalid_every=0, duplicate_every=0)
+    stack = Stack(redis=server, simulator=sim, workers=COLD_WORKERS, concurrency=COLD_CONCURRENCY, pool=pool,
+                  beats=0, namespace="bench-cold", timeout_s=30.0, workdir=work / "stack-cold", keep=True)
+    with stack:
+        res = send_campaign(stack, r, sim, path, 500, timeout_s=300)
+    out = {k: res[k] for k in ("sent", "requests", "msgs_per_s", "send_s", "slot_use", "lag_p99_s", "breaches",
+                               "sim_duplicates")}
+    out |= {"recipients": COLD_RECIPIENTS, "workers": COLD_WORKERS, "concurrency": COLD_CONCURRENCY}
+    log(f"cold start: {out}")
+    return out
+
+
+def late_answers(server: RedisServer, sim: SimulatorProcess, work: Path, *, recipients: int, pool: str,
+                 concurrency: int) -> dict[str, Any]:
+    """One answer in five after the timeout, against the clean rate of the same workers in the same run:
+    a clean campaign of ``recipients``, then one of as many other numbers while the simulator answers one
+    send request in five only ``LATE_ANSWER_S`` after it took the messages (past ``LATE_TIMEOUT_S``). The
+    rate is recipients over the campaign's own start (its first batch begun) to ``completed``, by the Redis
+    server's clock: the late batches count only once they are settled."""
+    r = server.client()
+    files = []
+    for i, first in enumerate((700_000_000, 800_000_000)):
+        path = work / f"phones-late-{i}.txt"
+        write_phones_file(path, recipients, first=first, invalid_every=0, duplicate_every=0)
+        files.append(path)
+    stack = Stack(redis=server, simulator=sim, workers=2, concurrency=concurrency, pool=pool, beats=0,
+                  namespace="bench-late", timeout_s=LATE_TIMEOUT_S, workdir=work / "stack-late", keep=True,
+                  env={"SMSC_SETTLE_HORIZON": str(LATE_HORIZON_S)})
+    with stack:
+        warm_up(stack, r, sim, work, concurrency, first=550_000_000)  # warm workers: the clean rate is not a cold one
+        clean = send_campaign(stack, r, sim, files[0], 500, timeout_s=300)
+        try:
+            sim.configure(delayed_answer_rate=LATE_SHARE, delayed_answer_s=LATE_ANSWER_S)
+            late = send_campaign(stack, r, sim, files[1], 500, timeout_s=300)
+            late["late_answers"] = int(sim.summary()["delayed"])
+        finally:
+            sim.configure(delayed_answer_rate=0.0)
+    keys = ("sent", "state", "requests", "msgs_per_s", "msgs_per_s_to_completed", "started_to_completed_s",
+            "slot_use", "breaches", "sim_duplicates", "peak_inflight")
+    out: dict[str, Any] = {"clean": {k: clean[k] for k in keys},
+                           "late": {k: late.get(k) for k in (*keys, "late_answers")},
+                           "recipients": recipients, "late_share": LATE_SHARE, "timeout_s": LATE_TIMEOUT_S,
+                           "late_answer_s": LATE_ANSWER_S, "horizon_s": LATE_HORIZON_S}
+    out["ratio"] = round((late["msgs_per_s_to_completed"] or 0) / max(clean["msgs_per_s_to_completed"] or 0, 1), 3)
+    log(f"one late answer in five: {out}")
+    return out
