@@ -14,7 +14,19 @@ from types import ModuleType
 import pytest
 import redis
 
-from scheduler import campaigns, durability, guards, keys, ledger, recovery, scripts, times, windows
+from scheduler import (
+    campaigns,
+    durability,
+    enqueue,
+    guards,
+    keys,
+    ledger,
+    preview,
+    recovery,
+    scripts,
+    times,
+    windows,
+)
 
 EXPORTED = {
     keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "login_id", "split_ref", "text"],
@@ -25,6 +37,9 @@ EXPORTED = {
              "server_time_ms", "settle_after_ms", "settle_margin_ms"],
     durability: ["DEFAULT_TIMEOUT_MS", "Durability", "Durable", "wait_durable"],
     campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
+    enqueue: ["CLAIM_LEASE_MS", "CampaignError", "CampaignSpec", "Enqueue", "IntakeCounts", "Receipt", "clock_arg",
+              "deduplicated", "new_campaign_id"],
+    preview: ["preview"],
     recovery: ["ensure_recovered"],
     times: ["DAY_MS", "HOUR_MS", "MINUTE_MS", "MOSCOW_UTC_OFFSET_H", "PAST_GRACE_MS", "PlanError", "format_local",
             "parse_start", "recipient_utc_offset_min", "tz_utc_offset_min", "zone_label"],
