@@ -26,12 +26,42 @@
 local now = clock_ms(ARGV[1])
 local now_s = int_s(now)
 local ref, token = ARGV[2], ARGV[3]
+
+-- Off the leased and the due queue.
+local function off_queues()
+  redis.call('ZREM', KEYS[2], ref)
+  redis.call('ZREM', KEYS[3], ref)
+end
+
+-- Back to the due-queue until until_ms, owned by no one: {'deferred', now, until_ms}.
+local function defer(until_ms)
+  redis.call('HSET', KEYS[1], 'owner', '')
+  redis.call('ZREM', KEYS[2], ref)
+  redis.call('ZADD', KEYS[3], until_ms, ref)
+  return {'deferred', now, int_s(until_ms)}
+end
+
+-- The batch ends here, without a request: report rows for its pending recipients, the batch done (and
+-- the field, value pairs given), off both queues, the campaign finished if these were its last.
+local function close(rows, ...)
+  append_rows(KEYS[1], rows)
+  redis.call('HSET', KEYS[1], 'state', 'done', 'phones', '', 'owner', '', ...)
+  off_queues()
+  finish(KEYS[4], now_s)
+end
+
+-- This execution owns the batch (one more execution without an outcome, until it records one).
+local function take(unrecorded)
+  redis.call('HSET', KEYS[1], 'owner', token, 'state', 'queued', 'unrecorded', unrecorded + 1)
+  redis.call('ZREM', KEYS[3], ref)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ref)
+end
+
 local b = redis.call('HMGET', KEYS[1], 'state', 'owner', 'phones', 'settle', 'attempts', 'settle_after',
                      'unrecorded', 'last_error')
 local state = b[1]
 if not state then
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZREM', KEYS[3], ref)
+  off_queues()
   return {'missing', now}
 end
 if state == 'done' then
@@ -55,41 +85,26 @@ if settle == '1' then
   -- Also for a batch marked by recovery (state 'queued'): a stray or redelivered message must not
   -- settle it before the request sent before the restart is surely over.
   local after = tonumber(b[6] or '0')
-  if after > now then
-    redis.call('HSET', KEYS[1], 'owner', '')
-    redis.call('ZREM', KEYS[2], ref)
-    redis.call('ZADD', KEYS[3], after, ref)
-    return {'deferred', now, int_s(after)}
-  end
+  if after > now then return defer(after) end
 end
 local cstate = redis.call('HGET', KEYS[4], 'state')
 if cstate == 'cancelled' and settle ~= '1' then
   local n = count_phones(b[3])
   if n > 0 then redis.call('HINCRBY', KEYS[4], 'cancelled', n) end
-  append_rows(KEYS[1], rows_for(b[3], 'cancelled'))
-  redis.call('HSET', KEYS[1], 'state', 'done', 'phones', '', 'owner', '')
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZREM', KEYS[3], ref)
-  finish(KEYS[4], now_s)
+  close(rows_for(b[3], 'cancelled'))
   return {'cancelled', now, n}
 end
 local a = redis.call('HMGET', KEYS[5], 'state', 'backoff_until', 'quiet_until')
 if cstate == 'paused' or a[1] == 'stopped' then
   redis.call('HSET', KEYS[1], 'state', 'parked', 'owner', '')
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZREM', KEYS[3], ref)
+  off_queues()
   redis.call('SADD', KEYS[6], ref)
   return {'parked', now}
 end
 -- Backing off, or quiet after a Redis restart (requests from before it may still be in flight): the
 -- semaphore would refuse every slot until then anyway.
 local until_ms = math.max(tonumber(a[2] or '0'), tonumber(a[3] or '0'))
-if until_ms > now then
-  redis.call('HSET', KEYS[1], 'owner', '')
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZADD', KEYS[3], until_ms, ref)
-  return {'deferred', now, int_s(until_ms)}
-end
+if until_ms > now then return defer(until_ms) end
 -- A poison batch (it crashes its execution every time) must not loop for ever: after quarantine_after
 -- executions that never recorded anything, its recipients fail with the reason.
 local unrecorded = tonumber(b[7] or '0')
@@ -99,9 +114,7 @@ if unrecorded >= limit then
       ((b[8] and b[8] ~= '') and b[8] or 'no outcome was ever recorded (worker killed, or an unexpected error)')
   if settle == '1' and unrecorded == limit then
     -- Its last request may be with the provider: one execution more, to settle and then quarantine.
-    redis.call('HSET', KEYS[1], 'owner', token, 'state', 'queued', 'unrecorded', unrecorded + 1)
-    redis.call('ZREM', KEYS[3], ref)
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ref)
+    take(unrecorded)
     return {'quarantine', now, 0, reason, b[3] or '', '1', b[5] or '0'}
   end
   if settle == '1' then
@@ -113,18 +126,12 @@ if unrecorded >= limit then
     redis.call('HINCRBY', KEYS[4], 'failed', n)
     redis.call('HINCRBY', KEYS[4], 'quarantined', n)
   end
-  append_rows(KEYS[1], rows_for(b[3], 'failed', reason))
   redis.call('HSET', KEYS[4], 'last_error', string.sub(reason, 1, 300))
-  redis.call('HSET', KEYS[1], 'state', 'done', 'phones', '', 'owner', '', 'quarantined', reason)
   redis.call('HDEL', KEYS[1], 'settle')
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZREM', KEYS[3], ref)
-  finish(KEYS[4], now_s)
+  close(rows_for(b[3], 'failed', reason), 'quarantined', reason)
   return {'quarantine', now, n, reason, '', '0', b[5] or '0'}
 end
-redis.call('HSET', KEYS[1], 'owner', token, 'state', 'queued', 'unrecorded', unrecorded + 1)
-redis.call('ZREM', KEYS[3], ref)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ref)
+take(unrecorded)
 if cstate == 'queued' then
   redis.call('HSET', KEYS[4], 'state', 'running', 'started_ms', now_s)
 end
