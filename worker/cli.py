@@ -81,6 +81,14 @@ def _campaigns(s: Settings) -> Campaigns:
     return Campaigns(redis_client(s.redis_url), Keys(s.smsc_namespace))
 
 
+@contextmanager
+def _session() -> Iterator[tuple[Settings, Campaigns]]:
+    """The settings and this namespace's campaigns for one command; the expected failures are one line."""
+    s = _settings()
+    with _errors(s):
+        yield s, _campaigns(s)
+
+
 def _ms(ts: int | None) -> str:
     if not ts:
         return "-"
@@ -260,9 +268,7 @@ def _print_plan(summary: dict[str, Any], offset_min: int, as_json: bool) -> None
 @click.option("--json", "as_json", is_flag=True, help="Last line: a JSON object.")
 def status(campaign_id: str, as_json: bool) -> None:
     """Where a campaign stands: state, counters, SMS parts and cost."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+    with _session() as (s, camp):
         st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
         if as_json:
             click.echo(json.dumps(st))
@@ -314,9 +320,7 @@ def watch(campaign_id: str, interval: float, timeout: float | None) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+    with _session() as (s, camp):
         st = camp.status(campaign_id)
         started = time.monotonic()
         console = Console(stderr=False, width=None if sys.stdout.isatty() else 110)
@@ -343,43 +347,44 @@ def watch(campaign_id: str, interval: float, timeout: float | None) -> None:
 
 
 # -- controls ---------------------------------------------------------------------------------------
+def _control(campaign_id: str, act: Callable[[Settings, Campaigns], tuple[str, str]]) -> None:
+    """Run a control; print the campaign's state (and what ``act`` adds to it) and whether it is durable."""
+    with _session() as (s, camp):
+        state, more = act(s, camp)
+        click.echo(f"campaign {campaign_id}: {state}{more}")
+        _durability(f"campaign {campaign_id} is {state}", camp)
+
+
 @cli.command()
 @click.argument("campaign_id")
 def pause(campaign_id: str) -> None:
     """Pause a campaign (what is in flight finishes; the rest waits)."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
-        state = camp.pause(campaign_id)
-        click.echo(f"campaign {campaign_id}: {state}")
-        _durability(f"campaign {campaign_id} is {state}", camp)
+    _control(campaign_id, lambda s, camp: (camp.pause(campaign_id), ""))
 
 
 @cli.command()
 @click.argument("campaign_id")
 def resume(campaign_id: str) -> None:
     """Resume a paused campaign (also clears its account's stop or back-off)."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+
+    def act(s: Settings, camp: Campaigns) -> tuple[str, str]:
         account = camp.fields(campaign_id).get("account") or s.account
         Guards(camp.r, camp.keys).reset_account(account)
-        state = camp.resume(campaign_id)  # durable: covers the account's reset too (one server, one order)
-        click.echo(f"campaign {campaign_id}: {state}")
-        _durability(f"campaign {campaign_id} is {state}", camp)
+        return camp.resume(campaign_id), ""  # durable: covers the account's reset too (one server, one order)
+
+    _control(campaign_id, act)
 
 
 @cli.command()
 @click.argument("campaign_id")
 def cancel(campaign_id: str) -> None:
     """Cancel a campaign: pending recipients become cancelled; what is in flight settles."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+
+    def act(s: Settings, camp: Campaigns) -> tuple[str, str]:
         res = camp.cancel(campaign_id)
-        click.echo(f"campaign {campaign_id}: {res['state']} ({_plural(res['cancelled_now'], 'recipient')} "
-                   "cancelled now)")
-        _durability(f"campaign {campaign_id} is {res['state']}", camp)
+        return res["state"], f" ({_plural(res['cancelled_now'], 'recipient')} cancelled now)"
+
+    _control(campaign_id, act)
 
 
 def _open_report(path: str) -> Any:
@@ -400,9 +405,7 @@ def _open_report(path: str) -> Any:
 @click.option("--csv", "csv_path", required=True, help="Write the report here (- = stdout).")
 def report(campaign_id: str, csv_path: str) -> None:
     """One CSV row per recipient: number, state, provider id, parts, cost, error code and reason."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+    with _session() as (_, camp):
         if camp.fields(campaign_id).get("state") == "planning":
             raise ValueError(f"campaign {campaign_id} is not queued yet (see: smsc-mailer status {campaign_id}); "
                              "there is nothing to report")
@@ -427,9 +430,7 @@ def report(campaign_id: str, csv_path: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def list_(as_json: bool) -> None:
     """The campaigns, newest last."""
-    s = _settings()
-    with _errors(s):
-        camp = _campaigns(s)
+    with _session() as (_, camp):
         rows = [camp.status(cid) for cid in camp.campaign_ids()]
         for st in rows:
             if not as_json:
