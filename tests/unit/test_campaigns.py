@@ -1,10 +1,9 @@
 """Campaigns in Redis: intake (dedup, batches, rejected lines), the plan, commit, status, controls, report.
 
 On the real redis-server (the truth), the clock an argument. Recipients are given as the intake gives
-them: ``(line_no, phone)`` tuples and :class:`scheduler.intake.Rejected` items, streamed.
+them: ``(line_no, phone)`` tuples and :class:`scheduler.intake.Rejected` items, streamed. The fixtures
+``keys`` and ``campaigns`` are the unit tests' own (``tests/unit/conftest.py``).
 """
-
-
 
 from __future__ import annotations
 
@@ -43,16 +42,6 @@ def spec(*, cid: str | None = CID, batch_size: int = 500, plan: PlanOptions | No
 
 def spread(start_ms: int = T) -> PlanOptions:
     return PlanOptions(period_h=0.1, freq_min=2, start_ms=start_ms, window=None, tz_h=0, recipient_time=False)
-
-
-@pytest.fixture
-def keys() -> Keys:
-    return Keys("t")
-
-
-@pytest.fixture
-def campaigns(redis_client: redis.Redis, keys: Keys) -> Campaigns:
-    return Campaigns(redis_client, keys)
 
 
 def due(r: redis.Redis, keys: Keys) -> list[tuple[str, int]]:
