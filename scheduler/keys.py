@@ -34,21 +34,27 @@ key                             type    TTL    written by                       
 ``{ns}:meta:recovering``        STRING  120 s  recovery: the lock of the one       recovery
                                                process marking batches after a
                                                restart (value: the new run_id)
-``{ns}:c:<cid>``                HASH    -      intake, ledger scripts, controls    status, begin
-                                               (state, counters, message, plan)
-``{ns}:c:<cid>:seen``           SET     -      intake (dedup keys of the           intake
-                                               recipients so far); deleted at
-                                               commit, by a failed intake, and
-                                               when an interrupted intake of the
-                                               same id is retried (a producer
-                                               killed mid-intake leaves it, with
-                                               its ``planning`` campaign, until
-                                               then)
+``{ns}:c:<cid>``                HASH    -      create (claim, commit), intake,     status, begin,
+                                               ledger scripts, controls (fields:   report, controls,
+                                               see below)                          a retried enqueue
+``{ns}:c:<cid>:seen``           SET     1 d    intake (dedup keys of the           intake
+                                               recipients so far); the TTL is
+                                               renewed by every dedup call
+                                               (PEXPIRE in ``lua/intake.lua``);
+                                               unlinked at commit, by a failed
+                                               intake, and when an interrupted
+                                               intake of the same id is taken
+                                               over (a producer killed
+                                               mid-intake leaves it, with its
+                                               ``planning`` campaign, until then
+                                               or a day after its last write)
+``{ns}:c:_pv<hex>:seen``        SET     600 s  the dry run's dedup (a random id);  dry run
+                                               deleted when the dry run ends
 ``{ns}:c:<cid>:parked``         SET     -      begin (paused campaign/stopped      resume
                                                account)
-``{ns}:b:<cid>:<n>``            HASH    -      intake, ledger scripts              worker, report
-                                               (phones, state, owner, attempts,
-                                               settle, results)
+``{ns}:b:<cid>:<n>``            HASH    -      create (stage, due), ledger         worker, report,
+                                               scripts, recovery, controls         delivery
+                                               (fields: see below)
 ``{ns}:a:<acct>:campaigns``     SET     -      intake commit (this namespace's     funds/auth pause
                                                campaigns of the account)
 ``{ns}:c:<cid>:dl``             HASH    -      delivery scripts: counters by code  delivery status,
@@ -79,6 +85,46 @@ key                             type    TTL    written by                       
                                                (id -> ms); their content stays in
                                                ``{ns}:wh:ev``
 ==============================  ======  =====  ==================================  ===================
+
+The campaign HASH ``{ns}:c:<cid>`` (every time in ms of the server's clock):
+
+- what the campaign is, set by the claim (``lua/create.lua``): ``id``, ``account``, ``message``,
+  ``sender``, ``parts``, ``plan`` (the resolved plan options, JSON), ``content`` (JSON of the digests
+  that make "the same campaign": account, text, sender, plan options as given), ``created_ms``;
+- ``state``: ``planning`` → ``queued`` → ``running`` (↔ ``paused``) → ``completed`` | ``failed``,
+  or ``cancelled``;
+- while ``planning``: ``owner`` (the intake's random token) and ``lease_until`` (its claim, renewed by
+  the claim, ``renew``, ``stage`` and every dedup call), both deleted at the commit; ``batches`` is
+  meanwhile the high-water mark of the batches staged, for a takeover to drop;
+- at the commit: ``total``, ``invalid``, ``duplicates``, ``batches``, ``groups``, ``first_due_ms``,
+  ``last_due_ms``, ``recipients`` (the recipients' digest: ``file:<sha256>`` of the file's bytes or
+  ``items:<sha256>`` of the stream), ``queued_ms``;
+- counters (begin, record, cancel): ``sent``, ``failed``, ``cancelled``, ``quarantined`` (a part of
+  ``failed``), ``sms``, ``cost_milli`` (thousandths of the account's currency); ``last_error``
+  (at most 300 characters);
+- ``started_ms`` (begin, the first execution), ``finished_ms`` (when every recipient is final),
+  ``cancelled_ms`` (cancel); ``paused_ms``, ``paused_from`` (the state a resume returns to) and
+  ``pause_reason`` (pause; a resume deletes the three);
+- ``durable_checks``: a counter every wait for the disk increments (``scheduler.durability``), the
+  write whose fsync WAITAOF waits for.
+
+A batch HASH ``{ns}:b:<cid>:<n>``:
+
+- staged by the intake (``lua/create.lua`` ``stage``, ``due``): ``phones`` (the pending recipients,
+  joined by ','), ``n`` (how many it was staged with: the commit checks their sum against the
+  intake's count), ``state``, ``attempts``, ``owner``, ``due`` (its due time, ms);
+- ``state``: ``queued`` → ``sending`` (``lua/mark_sending.lua``) → ``queued`` (what is left, due
+  again) or ``done``; ``parked`` while its campaign is paused or its account stopped;
+- begin: ``owner`` (the token of the execution that holds it; '' = none), ``unrecorded`` (executions
+  begun since the last recorded outcome: at ``QUARANTINE_AFTER`` the batch is quarantined),
+  ``settle`` (``1``: its last request may have reached the provider; settle through status.php first);
+- mark_sending: ``sent_at`` (the request's start), ``settle_after`` (not settled before this:
+  deadline + horizon), ``attempts`` (+1 a request);
+- record: ``rows`` (report rows appended, ``phone;state;id;parts;cost;code;reason`` a line), the
+  remaining ``phones`` and ``due``; it deletes ``unrecorded`` and ``last_error``;
+- ``last_error``: the error of an execution that recorded nothing (``Ledger.note_error``), cited by a
+  quarantine; ``quarantined``: the reason, once begin or record quarantined the batch;
+- recovery (``lua/recover.lua``, after a Redis restart): ``settle``, ``settle_after``, ``owner``.
 
 Login keys (``{L}`` stands for ``{smsc}:login:<login>``; ``now`` is always the server's clock):
 
