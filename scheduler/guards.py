@@ -116,9 +116,13 @@ class AccountPolicy:
 
 @dataclass(frozen=True)
 class AdaptivePolicy:
-    """How a slow provider slows the login down (AIMD, as TCP does): each slow answer or unknown
-    outcome multiplies the login's adaptive cap by ``decrease`` (floor 1), each fast answer adds
-    ``1 / cap`` (one slot back per cap's worth of fast answers), up to ``max_cap``."""
+    """How a slow provider slows the login down (AIMD, as TCP does): while at least ``slow_share`` of the
+    recent answers were slow or missing, each slow answer or unknown outcome multiplies the login's
+    adaptive cap by ``decrease`` (floor 1, at most once per ``hold_ms``); each fast answer adds ``1 / cap``
+    (one slot back per cap's worth of fast answers), up to ``max_cap``.
+
+    A late answer now and then does not slow the login: its slot is spent already, and fewer requests in
+    flight would only cost the fast ones (with one answer in five late, the login keeps its cap)."""
 
     #: The configured cap (``SMSC_CONCURRENCY``): the adaptive cap's ceiling.
     max_cap: int = 14
@@ -129,6 +133,10 @@ class AdaptivePolicy:
     #: After a decrease, slow answers within this long do not decrease again: they answer requests
     #: sent before it. One request timeout (the default ``SMSC_TIMEOUT``) covers them.
     hold_ms: int = 30_000
+    #: The share of recent answers, slow or missing, from which the provider counts as in trouble.
+    slow_share: float = 0.5
+    #: One answer's weight in that share (a moving average over about the last ten answers).
+    share_weight: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -347,7 +355,7 @@ class Guards:
             args=[Answer(outcome).value, _clock(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
                   p.max_backoff_ms, p.stop_after, p.cooldown_ms, p.errors_before_backoff,
                   "" if latency_ms is None else int(latency_ms), a.slow_answer_ms, a.max_cap, a.decrease,
-                  a.hold_ms])
+                  a.hold_ms, a.slow_share, a.share_weight])
         return AccountVerdict(AccountStatus(_s(state)), int(_s(until)), int(_s(streak)),
                               float(_s(cap)) if _s(cap) else None)
 

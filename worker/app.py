@@ -55,8 +55,10 @@ app.conf.update(
     worker_hijack_root_logger=True,
     beat_schedule={
         # The dispatcher's clock: moves due batches to the workers and takes back expired leases.
-        # Two beats by mistake are harmless: the claim is one atomic script.
-        "smsc-dispatch": {"task": "smsc.dispatch", "schedule": 1.0, "options": {"expires": 5}},
+        # Two beats by mistake are harmless: the claim is one atomic script. A tick expires after 60 s
+        # (a worker judges that by its own clock: far above any skew between hosts), so ticks queued
+        # while no worker ran do not pile up.
+        "smsc-dispatch": {"task": "smsc.dispatch", "schedule": 1.0, "options": {"expires": 60}},
     },
     timezone="UTC",
 )

@@ -19,14 +19,27 @@
 -- ARGV[12] decrease: the factor a slow answer multiplies the adaptive cap by (multiplicative decrease)
 -- ARGV[13] hold_ms: after a decrease, slow answers within this long do not decrease it again (they are
 --          answers to requests sent before the decrease)
+-- ARGV[14] slow_share: the cap is lowered only while at least this share of the recent answers was slow
+--          or missing (a provider in trouble), not for a late answer now and then (its slot is spent
+--          already, and fewer requests in flight would only cost the fast ones)
+-- ARGV[15] share_weight: the weight of one answer in that share (an exponential moving average)
 -- Returns {state, backoff_until_ms, errors_in_a_row, adaptive_cap ('' = never lowered)}.
 -- A slow provider slows the account down (fewer requests in flight, one slot back per cap's worth of
 -- fast answers), it does not stop it: 'unknown' never counts toward the error streak.
 local k, outcome, now = KEYS[1], ARGV[1], clock_ms(ARGV[2])
 local max_cap = tonumber(ARGV[11])
 
+-- The share of recent answers that were slow or missing, with this one (1 = slow, 0 = fast).
+local function observe(slow)
+  local w = tonumber(ARGV[15])
+  local share = (tonumber(redis.call('HGET', k, 'slow_share') or '') or 0) * (1 - w) + (slow and w or 0)
+  redis.call('HSET', k, 'slow_share', string.format('%.4f', share))
+  return share
+end
+
 local function slow_down()
   redis.call('HINCRBY', k, 'slow_answers', 1)
+  if observe(true) < tonumber(ARGV[14]) then return end
   local slowed = tonumber(redis.call('HGET', k, 'slowed_ms') or '')
   if slowed and now - slowed < tonumber(ARGV[13]) then return end
   local cap = tonumber(redis.call('HGET', k, 'adaptive_cap') or '') or max_cap
@@ -35,6 +48,7 @@ local function slow_down()
 end
 
 local function speed_up()
+  observe(false)
   local cap = tonumber(redis.call('HGET', k, 'adaptive_cap') or '')
   if not cap or cap >= max_cap then return end
   redis.call('HSET', k, 'adaptive_cap', string.format('%.3f', math.min(max_cap, cap + 1 / cap)))
