@@ -19,7 +19,8 @@ What is checked, in this order — what the provider can prove and what we know:
    or another type of post is ``200`` too (counted ``not_a_status``);
 5. the id is one of ours (:func:`worker.delivery.matching.ref_of`: this namespace's form) and the phone,
    in the provider's spelling, a sent recipient of that batch (:class:`~worker.delivery.matching.RowIndex`);
-   else ``200`` (counted ``unmatched``);
+   else ``200`` (counted ``unmatched``) — unless the batch's request is still out or unsettled (a status
+   can arrive before the send's answer is recorded): then ``503`` (counted ``early``), and the retry finds it;
 6. the order: a status older than what the record holds, repeated, or an intermediate one after the final
    one changes nothing (:mod:`scheduler.delivery`).
 
@@ -192,6 +193,11 @@ class ReceiverApp:
         try:
             hit = await self._find(ref, fields["phone"])
             if hit is None:
+                if await self._in_flight(ref):
+                    # The provider took the request and posts before its answer is recorded here: a
+                    # retry finds the row.
+                    self._count("early")
+                    return 503, "not recorded yet, try again"
                 self._count("unmatched")
                 return 200, "OK"
             result = await self._submit(Status(ref, hit[0], status, err, ts, hit[1]))
@@ -201,6 +207,12 @@ class ReceiverApp:
             return 503, "try again later"
         self._count("final" if result == FINAL else "applied" if result != NOT_A_SENT_ROW else "unmatched")
         return 200, "OK"
+
+    async def _in_flight(self, ref: str) -> bool:
+        """The batch's request is out (or its outcome not settled yet): its rows may still come."""
+        assert self._redis is not None
+        state = await self._redis.hget(self.keys.batch(ref), "state")
+        return state in (b"sending", b"queued")
 
     async def _find(self, ref: str, phone: str) -> tuple[int, str] | None:
         hit = self.rows.find(ref, phone)
@@ -345,3 +357,53 @@ class ReceiverThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def app_from_settings(settings: Any, **overrides: Any) -> ReceiverApp:
+    """The receiver of these settings (``redis_url``, ``smsc_namespace``, the delivery fields)."""
+    cfg = DeliveryConfig.from_settings(settings, **overrides)
+    return create_app(cfg, redis_url=settings.redis_url, namespace=settings.smsc_namespace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.delivery.receiver [--host H] [--port P] [--redis-url U] [--namespace N]``: serve
+    the receiver of the settings (environment / ``.env``), printing ``status-receiver listening on URL``."""
+    import argparse
+    import socket
+
+    from worker.settings import ConfigError, get_settings
+
+    p = argparse.ArgumentParser(prog="python -m worker.delivery.receiver")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 = a free port (the printed line names it)")
+    p.add_argument("--redis-url")
+    p.add_argument("--namespace")
+    args = p.parse_args(argv)
+    try:
+        s = get_settings()
+    except ConfigError as exc:
+        print(f"status-receiver: {exc}", flush=True)
+        return 2
+    cfg = DeliveryConfig.from_settings(s)
+    app = create_app(cfg, redis_url=args.redis_url or s.redis_url, namespace=args.namespace or s.smsc_namespace)
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"status-receiver: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", flush=True)
+        return 2
+    port = sock.getsockname()[1]
+    print(f"status-receiver listening on http://{args.host}:{port}{app.prefix}/status", flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="asyncio",
+                            http="httptools" if _has("httptools") else "h11")
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
