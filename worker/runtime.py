@@ -46,10 +46,11 @@ class Runtime:
         self.ledger = Ledger(self.redis, self.keys, scripts=scripts, quarantine_after=settings.smsc_max_attempts)
         self.guards = Guards(self.redis, self.keys, scripts=scripts,
                              account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)),
-                             # A good answer slower than half the deadline is a slow one; answers within
-                             # one deadline of a decrease answer requests sent before it.
+                             # A good answer slower than half the deadline (and than 5 s: a busy host's
+                             # own queueing is no slow provider) is a slow one; answers within one
+                             # deadline of a decrease answer requests sent before it.
                              adaptive=AdaptivePolicy(max_cap=settings.smsc_concurrency,
-                                                     slow_answer_ms=int(settings.smsc_timeout * 1000 / 2),
+                                                     slow_answer_ms=max(int(settings.smsc_timeout * 500), 5_000),
                                                      hold_ms=int(settings.smsc_timeout * 1000)),
                              status=StatusPolicy(strict_mass=settings.smsc_status_strict))
         self.campaigns = Campaigns(self.redis, self.keys, scripts=scripts)
