@@ -202,7 +202,7 @@ def apply_call(keys: Keys, statuses: Sequence[Status], *, track: Sequence[str] =
         a += [ref, n]
     for st in statuses:
         phone = st.phone.replace(",", "").replace(";", "")  # the outbox's separators
-        a += [groups[st.ref], st.row, st.status, st.err, max(int(st.ts), 0), phone]
+        a.append(f"{groups[st.ref]},{st.row},{st.status},{max(st.err, 0)},{max(int(st.ts), 0)},{phone}")
     return k, a
 
 

@@ -8,6 +8,7 @@ report rows to those spellings once per batch and keeps the most recent batches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -21,11 +22,16 @@ __all__ = ["RowIndex", "ref_of"]
 _DEFAULT_NAMESPACE = "smsc"
 
 
+@functools.lru_cache(maxsize=64)
+def _tag(namespace: str) -> str:
+    return hashlib.sha256(namespace.encode()).hexdigest()[:6] + "."
+
+
 def ref_of(request_id: str, *, namespace: str = _DEFAULT_NAMESPACE) -> str | None:
     """The batch (``cid:n``) of our request id in this namespace, or ``None`` when it is not ours."""
     body = request_id.strip()
     if namespace != _DEFAULT_NAMESPACE:
-        tag = hashlib.sha256(namespace.encode()).hexdigest()[:6] + "."
+        tag = _tag(namespace)
         if not body.startswith(tag):
             return None
         body = body[len(tag):]

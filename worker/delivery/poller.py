@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import redis
@@ -225,6 +225,7 @@ def run_poller(rt: Runtime, cfg: DeliveryConfig, stop: threading.Event, *, threa
             totals["refused"] += 1 if res.wait_ms else 0
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="smsc-poll") as pool:
+        running: set[Future[None]] = set()
         while not stop.is_set():
             if time.monotonic() - last_tick >= tick_s:
                 try:
@@ -232,9 +233,12 @@ def run_poller(rt: Runtime, cfg: DeliveryConfig, stop: threading.Event, *, threa
                 except redis.RedisError as exc:
                     log.warning("delivery tick failed: %s", exc)
                 last_tick = time.monotonic()
-            refs = poll_due(rt, store, max_batches=threads * 2)
-            if not refs:
+            # Keep ``threads`` polls in flight: a free thread takes the next due batch at once.
+            refs = poll_due(rt, store, max_batches=threads - len(running)) if len(running) < threads else []
+            running |= {pool.submit(one, ref) for ref in refs}
+            if not running:
                 stop.wait(idle_s)
                 continue
-            list(pool.map(one, refs))
+            _, running = wait(running, timeout=idle_s, return_when=FIRST_COMPLETED)
+        wait(running)
     return totals

@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -168,10 +168,7 @@ class ReceiverApp:
         if cfg.push_allow_ips and client not in cfg.push_allow_ips:
             self._count("forbidden")
             return 403, "forbidden"
-        try:
-            fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        except ValueError:
-            fields = {}
+        fields = _form(body)
         if cfg.push_verify and not (cfg.password and signature_ok(fields, cfg.password)):
             self._count("bad_signature")
             return 403, "bad signature"
@@ -266,6 +263,21 @@ class ReceiverApp:
                         p.done.set_result(int(r))
 
 
+def _form(body: bytes) -> dict[str, str]:
+    """A form body's fields (the last of a repeated name); unquoted only where needed (the common post
+    is digits and letters: ~3x faster than ``parse_qsl``)."""
+    out: dict[str, str] = {}
+    for pair in body.decode("utf-8", "replace").split("&"):
+        name, _, value = pair.partition("=")
+        if "%" in value or "+" in value:
+            value = unquote_plus(value)
+        if "%" in name or "+" in name:
+            name = unquote_plus(name)
+        if name:
+            out[name] = value
+    return out
+
+
 def _ts_of(text: str) -> int:
     """``DD.MM.YYYY hh:mm:ss`` in Moscow time (UTC+3) as Unix seconds; 0 when it cannot be read."""
     try:
@@ -306,7 +318,7 @@ def run_receiver(app: ReceiverApp, *, host: str = "127.0.0.1", port: int = 8080,
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                http="httptools" if _has("httptools") else "h11", loop="asyncio")
+                http="httptools" if _has("httptools") else "h11", loop="auto")
 
 
 def _has(module: str) -> bool:
@@ -330,7 +342,7 @@ class ReceiverThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = host, int(self._sock.getsockname()[1])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="asyncio",
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="auto",
                                 http="httptools" if _has("httptools") else "h11")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
@@ -397,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = sock.getsockname()[1]
     print(f"status-receiver listening on http://{args.host}:{port}{app.prefix}/status", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="asyncio",
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="auto",
                             http="httptools" if _has("httptools") else "h11")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
