@@ -14,12 +14,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from scheduler.campaigns import Campaigns
 from scheduler.delivery import DeliveryStore, counts_of, status_of
+from worker.delivery.config import DeliveryConfig
 from worker.delivery.states import DELIVERED, funnel, reason_of, state_of
 
-__all__ = ["REPORT_COLUMNS", "campaign_state", "delivery_status", "report_rows", "status_lines"]
+__all__ = ["REPORT_COLUMNS", "campaign_state", "delivery_status", "report_rows", "status_lines", "store_for"]
 
 REPORT_COLUMNS: Final = ("delivery_state", "delivery_status", "delivery_err", "delivery_reason", "delivered_at")
+
+
+def store_for(settings: Any, campaigns: Campaigns) -> DeliveryStore:
+    """The delivery store beside ``campaigns`` (same Redis, same namespace), with the settings' policy."""
+    cfg = DeliveryConfig.from_settings(settings)
+    return DeliveryStore(campaigns.r, campaigns.keys, policy=cfg.policy, default_webhook=bool(cfg.webhook_url))
 
 
 def delivery_status(store: DeliveryStore, cid: str, *, sent: int) -> dict[str, Any]:
