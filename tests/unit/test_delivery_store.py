@@ -169,3 +169,12 @@ def test_the_poll_schedule_backs_off_as_a_batch_ages() -> None:
     p = DeliveryPolicy(horizon_s=3600, steps_s=(30, 90, 300, 1800))
     assert [p.next_poll_in_s(a) for a in (0, 30, 100, 400, 1800, 3000)] == [30, 60, 200, 1400, 1800, 600]
     assert DeliveryPolicy(poll=False, horizon_s=500).next_poll_in_s(100) == 400
+
+
+def test_a_batch_ages_from_its_send_not_from_when_it_was_first_tracked(
+        redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, ledger: Ledger) -> None:
+    refs = send_campaign(campaigns, ledger, 3, 3)
+    sent_at = int(redis_client.hget(keys.batch(refs[0]), "sent_at") or 0)
+    store = _store(redis_client, keys)
+    store.apply([], track=refs, now_ms=sent_at + 2 * 86_400_000)  # tracked two days after it was sent
+    assert store.first_tracked_ms(refs[0]) == sent_at  # so it is past a 24 h horizon at once

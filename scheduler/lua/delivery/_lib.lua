@@ -34,7 +34,7 @@ local function d_count(dkey, from, to)
 end
 
 -- The batch's rows not tracked yet become sent rows of the record (code 1, the send's time). Returns the
--- new sent rows and the batch's first tracked time (ms).
+-- new sent rows and the time the batch's age counts from (ms): its send when first tracked.
 local function d_track(bkey, rkey, dkey, n, now)
   local field = 'b' .. n
   local meta = redis.call('HGET', dkey, field)
@@ -56,7 +56,9 @@ local function d_track(bkey, rkey, dkey, n, now)
     end
     count = count + 1
   end
-  if first == 0 then first = now end
+  -- A batch's age (its poll steps, its horizon) counts from its send: a campaign sent before delivery
+  -- was tracked is not polled for a day from now, but once, at once, past its horizon.
+  if first == 0 then first = sent_at end
   redis.call('HSET', dkey, field, #rows .. ',' .. count .. ',' .. int_s(first))
   if new > 0 then
     redis.call('HINCRBY', dkey, 'c1', new)
