@@ -153,3 +153,25 @@ def test_statuses_of_many_posts_at_once_are_all_stored(serve: Callable[..., Rece
                                              ts=5).status_code, range(2000)))
     assert codes == [200] * 2000
     assert DeliveryStore(redis_client, keys).counts("c1") == {code_of(1): 2000}
+
+
+def test_a_status_that_comes_before_its_send_is_recorded_is_answered_503_and_found_on_the_retry(
+        serve: Callable[..., ReceiverThread], redis_client: redis.Redis, keys: Keys, ledger: Ledger,
+        campaigns: Campaigns) -> None:
+    import uuid
+
+    from scheduler.campaigns import CampaignSpec
+    from scheduler.ledger import Outcome
+
+    campaigns.create(CampaignSpec(message="m", parts=1, account="acct", campaign_id="e"), [(1, phone(0))])
+    token = uuid.uuid4().hex
+    ledger.begin("e:0", token=token, exec_lease_ms=30_000, account="acct")
+    ledger.mark_sending("e:0", token=token, lease_ms=30_000, settle_margin_ms=1000)  # the request is out
+    rx = serve()
+    with client_for() as c:
+        assert post(c, rx.url, rid("e:0"), phone(0).lstrip("+"), 1).status_code == 503  # the provider retries
+        out = Outcome(sent=1)
+        out.add_row(phone(0), "sent", msg_id=rid("e:0"), parts=1)
+        ledger.record("e:0", token=token, outcome=out)
+        assert post(c, rx.url, rid("e:0"), phone(0).lstrip("+"), 1).status_code == 200
+    assert DeliveryStore(redis_client, keys).counts("e") == {code_of(1): 1}

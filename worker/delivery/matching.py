@@ -44,7 +44,7 @@ def ref_of(request_id: str, *, namespace: str = _DEFAULT_NAMESPACE) -> str | Non
 class RowIndex:
     """``{provider's spelling: (row, our phone)}`` per batch, the ``max_batches`` most recent kept."""
 
-    def __init__(self, max_batches: int = 4096) -> None:
+    def __init__(self, max_batches: int = 256) -> None:
         self.max_batches = max_batches
         self._batches: OrderedDict[str, tuple[int, dict[str, tuple[int, str]]]] = OrderedDict()
 
