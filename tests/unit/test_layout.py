@@ -28,9 +28,11 @@ def test_the_docker_image_holds_the_runtime_and_no_tooling() -> None:
     for src in sources:
         assert src not in (".", "worker", "worker/"), f"{src!r} would ship the simulator and the tools"
         assert not src.startswith(TOOLING), f"{src!r} is tooling"
-    shipped = {src for src in sources if src.startswith("worker/")}
-    # Every runtime module is in the image (a module left out would break the workers at import).
+    shipped = {src.rstrip("/") for src in sources if src.startswith("worker/")}
+    # Every runtime module and package is in the image (one left out would break the workers at import).
     runtime = {f"worker/{p.name}" for p in (ROOT / "worker").glob("*.py")}
+    runtime |= {f"worker/{p.parent.name}" for p in (ROOT / "worker").glob("*/__init__.py")
+                if f"worker/{p.parent.name}" not in TOOLING}
     assert runtime <= shipped, f"missing from the image: {sorted(runtime - shipped)}"
     assert "worker/smsc" in shipped and "scheduler" in sources
 
