@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ import redis
 
 from scheduler import spreading
 from scheduler.campaigns import CampaignError, Campaigns, CampaignSpec, Receipt
+from scheduler.delivery import DeliveryStore
 from scheduler.intake import Rejected, iter_phones_file, iter_recipients, region_error
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
@@ -151,7 +153,7 @@ def enqueue_campaign(recipients: Recipients, message: str, *, sender: str | None
                      batch_size: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
                      strict: bool = False, region: str | None = None, settings: Settings | None = None,
                      redis_conn: redis.Redis | None = None, on_warning: Callable[[str], None] | None = None,
-                     recipients_digest: Callable[[], str] | None = None) -> Receipt:
+                     recipients_digest: Callable[[], str] | None = None, webhook: str | None = None) -> Receipt:
     """Validate and enqueue a campaign; returns its :class:`~scheduler.campaigns.Receipt`.
 
     ``ValueError`` (one line) for a bad message, sender or plan — raised before anything is queued;
@@ -159,14 +161,20 @@ def enqueue_campaign(recipients: Recipients, message: str, *, sender: str | None
     line. ``region``: overrides ``SMSC_DEFAULT_REGION``. Recipients are strings or whole numbers
     (``79001234567``), or ``(line_no, number)`` pairs. ``on_warning`` hears the plan's warnings (one
     line each) before the intake starts. ``receipt.durable`` says whether the commit is on the
-    server's disk.
+    server's disk. ``webhook``: the campaign's webhook URL (final delivery states, completion), else
+    ``SMSC_WEBHOOK_URL``.
     """
+    if webhook is not None and not re.match(r"^https?://[^\s/]+", webhook):
+        raise ValueError(f"--webhook {webhook!r}: give an http(s) URL")
     p = _Prepared(message, sender=sender, campaign_id=campaign_id, period_h=period_h, freq_min=freq_min, at=at,
                   tz_h=tz_h, window=window, recipient_time=recipient_time, batch_size=batch_size, region=region,
                   settings=settings, redis_conn=redis_conn, on_warning=on_warning)
     items = iter_recipients(_numbered(recipients), region=p.region)
-    return p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
-                              strict=strict)
+    receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
+                                 strict=strict)
+    if webhook and not receipt.existing:
+        DeliveryStore(p.campaigns.r, p.campaigns.keys).set_webhook(receipt.campaign_id, webhook)
+    return receipt
 
 
 def enqueue_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> Receipt:

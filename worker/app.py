@@ -59,6 +59,10 @@ app.conf.update(
         # (a worker judges that by its own clock: far above any skew between hosts), so ticks queued
         # while no worker ran do not pile up.
         "smsc-dispatch": {"task": "smsc.dispatch", "schedule": 1.0, "options": {"expires": 60}},
+        # Delivery: track sent batches, hand due status polls out, end campaigns (delivered_final);
+        # post the webhooks. Both take their work by atomic claims in Redis: a second beat is harmless.
+        "smsc-delivery": {"task": "smsc.delivery_tick", "schedule": 2.0, "options": {"expires": 60}},
+        "smsc-webhooks": {"task": "smsc.webhooks", "schedule": 1.0, "options": {"expires": 60}},
     },
     timezone="UTC",
 )

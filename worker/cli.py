@@ -29,6 +29,7 @@ from scheduler.guards import Guards
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
+from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_status, report_rows, status_lines, store_for
 from worker.settings import ConfigError, Settings, get_settings
 
 __all__ = ["cli", "main"]
@@ -174,11 +175,13 @@ def _check_phones_file(path: str) -> None:
 @_plan_flags
 @click.option("--dry-run", is_flag=True, help="Print the plan (the one the enqueue would make); queue nothing.")
 @click.option("--strict", is_flag=True, help="Refuse the whole campaign if any line is invalid.")
+@click.option("--webhook", help="POST each recipient's final delivery state and the campaign's completion here "
+                                "(signed JSON; default: SMSC_WEBHOOK_URL).")
 @click.option("--json", "as_json", is_flag=True, help="Last line: a JSON object.")
 def enqueue(phones_file: str, message: str | None, message_file: str | None, sender: str | None,
             campaign_id: str | None, batch_size: int | None, period_h: float | None, freq_min: int | None,
             at: str | None, tz_h: float | None, window: str | None, recipient_time: bool, dry_run: bool,
-            strict: bool, as_json: bool) -> None:
+            strict: bool, webhook: str | None, as_json: bool) -> None:
     """Validate and enqueue a campaign; print its id."""
     from worker.api import batch_size_for, enqueue_file, preview_file
     from worker.smsc.encoding import validate_message
@@ -210,7 +213,8 @@ def enqueue(phones_file: str, message: str | None, message_file: str | None, sen
             _print_plan(preview_file(phones_file, message, **options), _zone(tz_h), as_json)
             return
         try:
-            receipt = enqueue_file(phones_file, message, campaign_id=campaign_id, strict=strict, **options)
+            receipt = enqueue_file(phones_file, message, campaign_id=campaign_id, strict=strict, webhook=webhook,
+                                   **options)
         except CampaignError:
             if strict and shown[0]:
                 _fail(f"--strict: {_plural(shown[0], 'invalid line')}; nothing was queued")
@@ -270,10 +274,13 @@ def status(campaign_id: str, as_json: bool) -> None:
     """Where a campaign stands: state, counters, SMS parts and cost."""
     with _session() as (s, camp):
         st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
+        st["delivery"] = delivery_status(store_for(s, camp), campaign_id, sent=st["sent"])
+        st["delivery_state"] = campaign_state(st["state"], st["delivery"])
         if as_json:
             click.echo(json.dumps(st))
             return
         click.echo(_status_text(st, server_time_ms(camp.r), s.smsc_concurrency))
+        click.echo("\n".join(status_lines(st["delivery"])))
 
 
 def _status_text(st: dict[str, Any], now_ms: int, configured_cap: int) -> str:
@@ -344,6 +351,7 @@ def watch(campaign_id: str, interval: float, timeout: float | None) -> None:
                     _fail(f"campaign {campaign_id} still {st['state']} after {timeout:g} s", 1)
                 time.sleep(interval)
         click.echo(_status_text(st, server_time_ms(camp.r), s.smsc_concurrency))
+        click.echo("\n".join(status_lines(delivery_status(store_for(s, camp), campaign_id, sent=st["sent"]))))
 
 
 # -- controls ---------------------------------------------------------------------------------------
@@ -405,16 +413,16 @@ def _open_report(path: str) -> Any:
 @click.option("--csv", "csv_path", required=True, help="Write the report here (- = stdout).")
 def report(campaign_id: str, csv_path: str) -> None:
     """One CSV row per recipient: number, state, provider id, parts, cost, error code and reason."""
-    with _session() as (_, camp):
+    with _session() as (s, camp):
         if camp.fields(campaign_id).get("state") == "planning":
             raise ValueError(f"campaign {campaign_id} is not queued yet (see: smsc-mailer status {campaign_id}); "
                              "there is nothing to report")
         out = sys.stdout if csv_path == "-" else _open_report(csv_path)
         try:
             w = csv.writer(out)
-            w.writerow(["phone", "state", "provider_id", "parts", "cost", "error_code", "reason"])
+            w.writerow(["phone", "state", "provider_id", "parts", "cost", "error_code", "reason", *REPORT_COLUMNS])
             n = 0
-            for row in camp.report_rows(campaign_id):
+            for row in report_rows(store_for(s, camp), campaign_id):
                 w.writerow(row)
                 n += 1
         except OSError as exc:
@@ -438,6 +446,17 @@ def list_(as_json: bool) -> None:
                            f"{st['failed']} failed  {st['cancelled']} cancelled  created {_ms(st['created_ms'])}")
         if as_json:
             click.echo(json.dumps(rows))
+
+
+@cli.command(name="status-receiver")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on (0 = a free one; the printed line names it).")
+def status_receiver(host: str, port: int) -> None:
+    """Serve the endpoint the provider posts status changes to: POST /smsc/status[/<SMSC_PUSH_TOKEN>]."""
+    from worker.delivery.receiver import main as receiver_main
+
+    sys.exit(receiver_main(["--host", host, "--port", str(port)]))
 
 
 def main() -> None:

@@ -33,6 +33,16 @@ Environment variables (the public contract):
                        spelling of one subscriber (``8 900…``, ``7 900…``, ``900…``, ``+7 900…``) is one
                        recipient, sent in E.164 with ``+`` so the provider never auto-corrects it; without it
                        (the default) such numbers go out as written, and the provider may auto-correct them
+``SMSC_DELIVERY_POLL`` ``1`` (default): poll status.php for delivery statuses; ``0``: statuses come by push
+                       (``status-receiver``), with one poll at the horizon for what the push lost
+``SMSC_DELIVERY_HORIZON`` seconds after which a sent recipient without a final status is ``unknown``
+                       (default 86400: the provider's longest message lifetime)
+``SMSC_DELIVERY_CHUNK`` (phone, id) pairs per status.php poll (default 500)
+``SMSC_PUSH_TOKEN``    a secret the handler URL set in the account ends with (``/smsc/status/<token>``)
+``SMSC_PUSH_VERIFY``   ``1``: require the provider's ``md5`` field on every status post (checked with the password)
+``SMSC_PUSH_ALLOW_IPS`` comma-separated addresses status posts may come from (default: any)
+``SMSC_WEBHOOK_URL``   the default webhook of every campaign (``enqueue --webhook`` sets one per campaign)
+``SMSC_WEBHOOK_SECRET`` the HMAC-SHA256 key of the webhooks' signature
 ``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
 ``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
 =====================  ==========================================================================
@@ -89,6 +99,16 @@ class Settings(BaseSettings):
     # None: a number without '+' is sent as written (the provider may auto-correct it, and 8 900... and
     # +7 900... are two recipients); a region reads such numbers as that country's and sends E.164 with '+'.
     smsc_default_region: str | None = None
+    # Delivery (worker.delivery): polling, the horizon, the push receiver's checks, the webhooks.
+    smsc_delivery_poll: bool = True
+    # 24 h: the provider keeps trying a message for its lifetime, at most 24 h (``valid``).
+    smsc_delivery_horizon: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
+    smsc_delivery_chunk: int = Field(default=500, ge=1, le=5000)
+    smsc_push_token: SecretStr | None = None
+    smsc_push_verify: bool = False
+    smsc_push_allow_ips: str = ""
+    smsc_webhook_url: str | None = None
+    smsc_webhook_secret: SecretStr | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
@@ -108,6 +128,13 @@ class Settings(BaseSettings):
         if error := region_error(code):
             raise ValueError(error)
         return code
+
+    @field_validator("smsc_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() and not re.match(r"^https?://[^\s/]+", v.strip()):
+            raise ValueError("must be an http(s) URL")
+        return v.strip() if v and v.strip() else None
 
     @field_validator("redis_url", "celery_broker_url")
     @classmethod

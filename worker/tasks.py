@@ -2,6 +2,10 @@
 
 - ``smsc.dispatch()`` — beat, every second: sweep expired leases, claim due batches, send them out.
 - ``smsc.send_batch(batch_id)`` — send one batch; then top the workers up with the next due ones.
+- ``smsc.delivery_tick()`` — beat, every 2 s: track sent batches, move campaigns to ``delivered_final``,
+  hand the batches due for a status poll to ``smsc.poll_batch``.
+- ``smsc.poll_batch(batch_id)`` — poll one batch's delivery statuses through status.php (within its limits).
+- ``smsc.webhooks()`` — beat, every second: post the due webhook events (signed, retried with back-off).
 - ``smsc.enqueue(phones_file, message, sender=None, **plan)`` — enqueue a campaign from a file the
   worker can read (for apps that do not import this package, and for beat schedules); the campaign
   id is derived from the task id, so a redelivered message never makes a second campaign.
@@ -14,10 +18,13 @@ from typing import Any
 
 from scheduler.recovery import ensure_recovered
 from worker.app import app
+from worker.delivery.config import DeliveryConfig
+from worker.delivery.poller import make_store, poll_batch, poll_due, tick
+from worker.delivery.webhooks import client_for, send_due
 from worker.runtime import get_runtime
 from worker.sending import process_batch
 
-__all__ = ["dispatch", "enqueue", "send_batch"]
+__all__ = ["delivery_tick", "dispatch", "enqueue", "poll_statuses", "send_batch", "webhooks"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,35 @@ def send_batch(batch_id: str) -> dict[str, Any]:
     res = process_batch(get_runtime(), batch_id)
     _feed(2)
     return {"verdict": res.verdict, "sent": res.sent, "failed": res.failed, "held": res.held}
+
+
+@app.task(name="smsc.delivery_tick", ignore_result=True)
+def delivery_tick() -> dict[str, int]:
+    rt = get_runtime()
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    store = make_store(rt, cfg)
+    out = tick(rt, store)
+    refs = poll_due(rt, store, max_batches=8)  # leased: a lost message brings the batch back after the lease
+    for ref in refs:
+        poll_statuses.apply_async((ref,))
+    return {**out, "polls": len(refs)}
+
+
+@app.task(name="smsc.poll_batch", ignore_result=True)
+def poll_statuses(batch_id: str) -> dict[str, Any]:
+    rt = get_runtime()
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    res = poll_batch(rt, make_store(rt, cfg), cfg, batch_id)
+    return {"asked": res.asked, "final": res.final, "unknown": res.unknown, "wait_ms": res.wait_ms}
+
+
+@app.task(name="smsc.webhooks", ignore_result=True)
+def webhooks() -> dict[str, int]:
+    rt = get_runtime()
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    with client_for() as client:
+        r = send_due(make_store(rt, cfg), cfg, client)
+    return {"cut": r.cut, "acknowledged": r.acknowledged, "retried": r.retried, "dead": r.dead}
 
 
 @app.task(name="smsc.enqueue", bind=True, ignore_result=True)
