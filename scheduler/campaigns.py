@@ -34,7 +34,6 @@ from scheduler.enqueue import (
     CampaignSpec,
     Enqueue,
     Receipt,
-    clock_arg,
     new_campaign_id,
 )
 from scheduler.intake import Rejected
@@ -42,7 +41,7 @@ from scheduler.keys import Keys, batch_ref
 from scheduler.keys import text as _s
 from scheduler.ledger import server_time_ms
 from scheduler.preview import preview as _preview
-from scheduler.scripts import Scripts
+from scheduler.scripts import Scripts, clock_arg
 
 __all__ = [
     "FINAL_STATES",

@@ -37,6 +37,7 @@ import redis
 
 from scheduler.keys import Keys, batch_ref, split_ref
 from scheduler.keys import text as _s
+from scheduler.scripts import clock_arg
 
 __all__ = [
     "APPLIED",
@@ -206,9 +207,6 @@ def apply_call(keys: Keys, statuses: Sequence[Status], *, track: Sequence[str] =
     return k, a
 
 
-def _now(now_ms: int | None) -> str | int:
-    return "" if now_ms is None else int(now_ms)
-
 
 class DeliveryStore:
     """The delivery side of one namespace in Redis (sync; the push receiver uses :func:`apply_call`
@@ -265,7 +263,7 @@ class DeliveryStore:
     # -- the polling schedule ---------------------------------------------------------------------
     def claim_polls(self, *, max_batches: int, lease_ms: int, now_ms: int | None = None) -> list[str]:
         """Batches due for a status.php poll, taken for ``lease_ms``."""
-        got = self._run("claim", [self.keys.delivery_due], [_now(now_ms), int(lease_ms), int(max_batches)])
+        got = self._run("claim", [self.keys.delivery_due], [clock_arg(now_ms), int(lease_ms), int(max_batches)])
         return [_s(x) for x in got]
 
     def first_tracked_ms(self, ref: str) -> int:
@@ -285,7 +283,7 @@ class DeliveryStore:
         k = self.keys
         return int(self._run("expire",
                              [k.webhook_new, k.delivery_due, k.batch(ref), k.delivery_record(ref), k.delivery(cid)],
-                             [_now(now_ms), "1" if self.default_webhook else "0", ref, n]))
+                             [clock_arg(now_ms), "1" if self.default_webhook else "0", ref, n]))
 
     # -- the campaign -----------------------------------------------------------------------------
     def finish(self, cid: str, *, now_ms: int | None = None) -> tuple[str, int, int, int]:
@@ -293,7 +291,7 @@ class DeliveryStore:
         k = self.keys
         state, pending, tracked, sent = self._run(
             "finish", [k.campaign(cid), k.delivery(cid), k.webhook_events, k.webhook_due, k.webhook_tries],
-            [_now(now_ms), "1" if self.default_webhook else "0", cid])
+            [clock_arg(now_ms), "1" if self.default_webhook else "0", cid])
         return _s(state), int(pending), int(tracked), int(sent)
 
     def fields(self, cid: str) -> dict[str, str]:
@@ -338,11 +336,11 @@ class DeliveryStore:
     def cut_events(self, *, max_batches: int = 500, max_items: int = 500, now_ms: int | None = None) -> int:
         k = self.keys
         return int(self._run("cut", [k.webhook_new, k.webhook_events, k.webhook_due, k.webhook_tries,
-                                             k.webhook_seq], [_now(now_ms), int(max_batches), int(max_items)]))
+                                             k.webhook_seq], [clock_arg(now_ms), int(max_batches), int(max_items)]))
 
     def claim_events(self, *, max_events: int, lease_ms: int, now_ms: int | None = None) -> list[Event]:
         k = self.keys
-        ids = [_s(x) for x in self._run("claim", [k.webhook_due], [_now(now_ms), int(lease_ms),
+        ids = [_s(x) for x in self._run("claim", [k.webhook_due], [clock_arg(now_ms), int(lease_ms),
                                                                            int(max_events)])]
         if not ids:
             return []

@@ -51,7 +51,7 @@ from scheduler.intake import Rejected, phone_key
 from scheduler.keys import CAMPAIGN_ID_RE, Keys, batch_ref
 from scheduler.keys import text as _s
 from scheduler.ledger import server_time_ms
-from scheduler.scripts import Arg, Scripts
+from scheduler.scripts import Arg, Scripts, clock_arg
 
 __all__ = [
     "CLAIM_LEASE_MS",
@@ -60,7 +60,6 @@ __all__ = [
     "Enqueue",
     "IntakeCounts",
     "Receipt",
-    "clock_arg",
     "deduplicated",
     "new_campaign_id",
 ]
@@ -460,10 +459,6 @@ class Enqueue:
         if ok != 1:
             raise _LostClaim
 
-
-def clock_arg(now_ms: int | None) -> Arg:
-    """The scripts' ``now_ms`` argument: '' = the Redis server's clock."""
-    return "" if now_ms is None else int(now_ms)
 
 
 def _hexdigest(d: _StreamDigest | None) -> str:

@@ -30,7 +30,7 @@ import redis
 
 from scheduler.keys import Keys
 from scheduler.keys import text as _s
-from scheduler.scripts import Scripts
+from scheduler.scripts import Scripts, clock_arg
 
 __all__ = [
     "AccountPolicy",
@@ -192,10 +192,6 @@ def _digits(phone: str) -> str:
     return "".join(c for c in phone if c.isdigit())
 
 
-def _clock(now_ms: int | None) -> str:
-    """The scripts' ``now_ms`` argument: '' = the Redis server's clock."""
-    return "" if now_ms is None else str(int(now_ms))
-
 
 class Guards:
     def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
@@ -215,7 +211,7 @@ class Guards:
         if not phones:
             return []
         keys = [self.keys.flood(login, _digits(p)) for p in phones]
-        out = self.scripts.flood(keys=keys, args=[_clock(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
+        out = self.scripts.flood(keys=keys, args=[clock_arg(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
         return [int(x) for x in out]
 
     # -- request limits --------------------------------------------------------------------------
@@ -260,7 +256,7 @@ class Guards:
         return self._rate({self.keys.balance_requests(login): _BALANCE_PER_MINUTE}, window_ms, now_ms)
 
     def _rate(self, limits: Mapping[str, int], window_ms: int, now_ms: int | None) -> int:
-        return int(self.scripts.rate(keys=list(limits), args=[_clock(now_ms), window_ms, *limits.values()]))
+        return int(self.scripts.rate(keys=list(limits), args=[clock_arg(now_ms), window_ms, *limits.values()]))
 
     # -- login semaphore -------------------------------------------------------------------------
     def try_slot(self, login: str, token: str, *, lease_ms: int, cap: int | None = None, probe: bool = False,
@@ -276,7 +272,7 @@ class Guards:
         k = self.keys
         res = self.scripts.acquire(
             keys=[k.inflight(login), k.account(login), k.probe(login), k.revoked(login)],
-            args=[token, _clock(now_ms), lease_ms, cap if cap is not None else self.adaptive_policy.max_cap,
+            args=[token, clock_arg(now_ms), lease_ms, cap if cap is not None else self.adaptive_policy.max_cap,
                   "1" if probe else "0"])
         return _SLOT_RESULTS[int(res)]
 
@@ -296,7 +292,7 @@ class Guards:
         k = self.keys
         return int(self.scripts.hold(
             keys=[k.inflight(login), k.probe(login), k.status_inflight(login), k.revoked(login), k.account(login)],
-            args=[token, _clock(now_ms), lease_ms]))
+            args=[token, clock_arg(now_ms), lease_ms]))
 
     def release_slot(self, login: str, token: str) -> None:
         """Give the slot back (and the token's status slot) and wake one execution waiting for it
@@ -337,7 +333,7 @@ class Guards:
         k = self.keys
         res = self.scripts.status_slot(
             keys=[k.inflight(login), k.revoked(login), k.account(login), k.status_inflight(login)],
-            args=[token, _clock(now_ms), lease_ms, self.status_policy.concurrency])
+            args=[token, clock_arg(now_ms), lease_ms, self.status_policy.concurrency])
         return _SLOT_RESULTS[int(res)]
 
     def release_status_slot(self, login: str, token: str) -> None:
@@ -352,7 +348,7 @@ class Guards:
         p, a, k = self.account_policy, self.adaptive_policy, self.keys
         state, until, streak, cap = self.scripts.account(
             keys=[k.account(login), k.inflight(login), k.revoked(login)],
-            args=[Answer(outcome).value, _clock(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
+            args=[Answer(outcome).value, clock_arg(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
                   p.max_backoff_ms, p.stop_after, p.cooldown_ms, p.errors_before_backoff,
                   "" if latency_ms is None else int(latency_ms), a.slow_answer_ms, a.max_cap, a.decrease,
                   a.hold_ms, a.slow_share, a.share_weight])

@@ -38,7 +38,7 @@ import redis
 
 from scheduler.keys import Keys, split_ref
 from scheduler.keys import text as _s
-from scheduler.scripts import Arg, Scripts
+from scheduler.scripts import Scripts, clock_arg
 
 __all__ = [
     "QUARANTINE_AFTER",
@@ -167,9 +167,6 @@ def server_time_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def _now(now_ms: int | None) -> Arg:
-    return "" if now_ms is None else int(now_ms)
-
 
 class Ledger:
     def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
@@ -184,7 +181,7 @@ class Ledger:
     # -- dispatch ------------------------------------------------------------------------------
     def claim(self, *, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None = None) -> list[str]:
         refs = self.scripts.claim(keys=[self.keys.due, self.keys.leased],
-                                  args=[_now(now_ms), window, claim_lease_ms, max_claim])
+                                  args=[clock_arg(now_ms), window, claim_lease_ms, max_claim])
         return [_s(x) for x in refs]
 
     def expired_leases(self, now_ms: int | None = None, *, limit: int = 500) -> list[str]:
@@ -205,7 +202,7 @@ class Ledger:
             return 0
         k = self.keys
         n, _ = self.scripts.sweep(keys=[k.leased, k.due, *[k.batch(ref) for ref in refs]],
-                                  args=[_now(now_ms), *refs])
+                                  args=[clock_arg(now_ms), *refs])
         return int(n)
 
     # -- one execution -------------------------------------------------------------------------
@@ -215,7 +212,7 @@ class Ledger:
         k = self.keys
         res = self.scripts.begin(
             keys=[k.batch(ref), k.leased, k.due, k.campaign(cid), k.account(account), k.parked(cid)],
-            args=[_now(now_ms), ref, token, exec_lease_ms, self.quarantine_after])
+            args=[clock_arg(now_ms), ref, token, exec_lease_ms, self.quarantine_after])
         verdict = BeginVerdict(_s(res[0]))
         now = int(res[1])
         if verdict is BeginVerdict.OK:
@@ -236,7 +233,7 @@ class Ledger:
         ``lease_ms``: the execution's lease from now, covering the request; ``settle_margin_ms``: see
         :func:`settle_margin_ms`."""
         ok, sent, after = self.scripts.mark_sending(keys=[self.keys.batch(ref), self.keys.leased],
-                                                    args=[_now(now_ms), ref, token, settle_margin_ms, lease_ms])
+                                                    args=[clock_arg(now_ms), ref, token, settle_margin_ms, lease_ms])
         return Sending(bool(int(ok)), int(sent), int(after))
 
     def record(self, ref: str, *, token: str, outcome: Outcome, now_ms: int | None = None,
@@ -246,7 +243,7 @@ class Ledger:
         k = self.keys
         ok, state = self.scripts.record(
             keys=[k.batch(ref), k.leased, k.due, k.campaign(cid)],
-            args=[_now(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
+            args=[clock_arg(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
                   "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
                   "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,
                   outcome.reason[:300], _one_line(quarantine)[:500]])
@@ -289,7 +286,7 @@ class Ledger:
         for i in range(0, len(refs), 500):
             chunk = list(refs[i:i + 500])
             res = self.scripts.recover(keys=[k.leased, k.due, *[k.batch(ref) for ref in chunk]],
-                                       args=[_now(now_ms), settle_margin_ms, horizon_ms, *chunk])
+                                       args=[clock_arg(now_ms), settle_margin_ms, horizon_ms, *chunk])
             marked += int(res[0])
         return marked
 

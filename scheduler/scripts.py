@@ -19,7 +19,7 @@ from typing import Generic, TypeVar, cast
 
 import redis
 
-__all__ = ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "source"]
+__all__ = ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "clock_arg", "source"]
 
 SCRIPT_NAMES = (
     "account",
@@ -47,6 +47,12 @@ SCRIPT_NAMES = (
 Text = bytes | str
 #: One KEYS or ARGV element as redis-py encodes it.
 Arg = str | bytes | int | float
+
+
+def clock_arg(now_ms: int | None) -> Arg:
+    """A script's ``now_ms`` argument: '' = the Redis server's clock (``TIME`` inside the script); a
+    value only for tests that step time."""
+    return "" if now_ms is None else int(now_ms)
 
 R = TypeVar("R")
 

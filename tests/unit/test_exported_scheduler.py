@@ -30,14 +30,14 @@ from scheduler import (
 
 EXPORTED = {
     keys: ["CAMPAIGN_ID_RE", "Keys", "batch_ref", "login_id", "split_ref", "text"],
-    scripts: ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "source"],
+    scripts: ["SCRIPT_NAMES", "Arg", "Script", "Scripts", "Text", "clock_arg", "source"],
     guards: ["AccountPolicy", "AccountState", "AccountStatus", "AccountVerdict", "AdaptivePolicy", "Answer",
              "FloodPolicy", "Guards", "SlotResult", "StatusPolicy"],
     ledger: ["QUARANTINE_AFTER", "Begin", "BeginVerdict", "Ledger", "Outcome", "Sending", "Settle",
              "server_time_ms", "settle_after_ms", "settle_margin_ms"],
     durability: ["DEFAULT_TIMEOUT_MS", "Durability", "Durable", "wait_durable"],
     campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
-    enqueue: ["CLAIM_LEASE_MS", "CampaignError", "CampaignSpec", "Enqueue", "IntakeCounts", "Receipt", "clock_arg",
+    enqueue: ["CLAIM_LEASE_MS", "CampaignError", "CampaignSpec", "Enqueue", "IntakeCounts", "Receipt",
               "deduplicated", "new_campaign_id"],
     preview: ["preview"],
     recovery: ["ensure_recovered"],
