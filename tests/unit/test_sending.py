@@ -66,6 +66,14 @@ def run_due(rt: Runtime) -> list[str]:
     return [process_batch(rt, ref).verdict for ref in refs]
 
 
+def run_until_completed(rt: Runtime, cid: str, *, timeout_s: float) -> None:
+    """Run what is due, as the dispatcher would, until the campaign completes (or the time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
+        run_due(rt)
+        time.sleep(0.2)
+
+
 def rows(rt: Runtime, cid: str) -> dict[str, list[str]]:
     return {row[0]: row for row in rt.campaigns.report_rows(cid)}
 
@@ -169,10 +177,7 @@ def test_a_cut_connection_is_settled_through_status_php_not_resent(make_runtime:
     assert sim.summary()["messages"] == 6
     assert rt.campaigns.status(cid)["pending"] == 6  # unknown until settled
     sim.configure(delayed_answer_rate=0.0)
-    deadline = time.monotonic() + 30
-    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
-        run_due(rt)
-        time.sleep(0.2)
+    run_until_completed(rt, cid, timeout_s=30)
     st = rt.campaigns.status(cid)
     assert (st["state"], st["sent"]) == ("completed", 6)
     assert set(sim.phones().values()) == {1}  # nobody twice
@@ -187,10 +192,7 @@ def test_a_late_acceptance_is_never_settled_too_early_and_nobody_gets_two_messag
     cid = enqueue(rt, batch_size=6)
     assert run_due(rt) == ["error"]
     sim.configure(slow_accept_rate=0.0)
-    deadline = time.monotonic() + 40
-    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
-        run_due(rt)
-        time.sleep(0.2)
+    run_until_completed(rt, cid, timeout_s=40)
     st = rt.campaigns.status(cid)
     assert (st["state"], st["sent"]) == ("completed", 6)
     assert set(sim.phones().values()) == {1}  # one message each: the late acceptance was found, not repeated
@@ -204,10 +206,7 @@ def test_settled_recipients_carry_the_providers_cost_and_parts(make_runtime: Cal
     cid = enqueue(rt, batch_size=6)
     run_due(rt)
     sim.configure(delayed_answer_rate=0.0)
-    deadline = time.monotonic() + 30
-    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
-        run_due(rt)
-        time.sleep(0.2)
+    run_until_completed(rt, cid, timeout_s=30)
     st = rt.campaigns.status(cid)
     assert st["state"] == "completed" and st["sms"] == 6
     assert Decimal(st["cost"]) == sim.config.price_per_part * 6  # the provider's bill, not short of it
@@ -224,10 +223,7 @@ def test_national_numbers_the_provider_corrects_are_settled_not_sent_twice(make_
     cid = enqueue(rt, national, batch_size=6)
     run_due(rt)
     sim.configure(delayed_answer_rate=0.0)
-    deadline = time.monotonic() + 30
-    while rt.campaigns.status(cid)["state"] != "completed" and time.monotonic() < deadline:
-        run_due(rt)
-        time.sleep(0.2)
+    run_until_completed(rt, cid, timeout_s=30)
     assert rt.campaigns.status(cid)["sent"] == 6
     assert sorted(sim.phones()) == sorted("7" + p[1:] for p in national)
     assert set(sim.phones().values()) == {1}
