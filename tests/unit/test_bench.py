@@ -78,3 +78,30 @@ def test_the_cold_start_and_late_answer_rows_have_their_targets() -> None:
     assert "credentials" in cold["why"]
     assert rows["late_ratio"]["met"] is True and rows["late_ratio"]["target"] == "≥ 0.50"
     assert rows["late_exactly_once"]["met"] is False  # a breach under late answers is a miss
+
+
+def _delivery(*, per_s: int = 6_000, stored: int = 50_000, breaches: int = 0,
+              settled: int = 50_000) -> dict[str, object]:
+    return {"delivery": {
+        "push": {"statuses": 50_000, "answered_200": 50_000, "other": 0, "stored_final": stored,
+                 "statuses_per_s": per_s},
+        "polling": {"recipients": 50_000, "settled": settled, "statuses_per_minute": 250_000,
+                    "breaches": breaches}}}
+
+
+def test_the_delivery_rows_are_met_at_5000_a_second_and_zero_breaches() -> None:
+    rows = {r["key"]: r for r in evaluate(_delivery())}
+    push, poll = rows["delivery_push"], rows["delivery_polling"]
+    assert push["figure"] == "delivery: statuses ingested per second through the push endpoint"
+    assert (push["shown"], push["target"], push["met"]) == ("6,000/s", "≥ 5,000/s", True)
+    assert poll["figure"] == "delivery: statuses settled a minute by polling, within status.php's limits"
+    assert (poll["shown"], poll["target"], poll["met"]) == ("250,000/min", "0 breaches", True)
+
+
+def test_a_slow_push_a_lost_status_a_breach_or_an_unsettled_status_is_a_miss() -> None:
+    slow = {r["key"]: r for r in evaluate(_delivery(per_s=4_000))}["delivery_push"]
+    assert slow["met"] is False and slow["missed_by"] == "20% short" and "receiver" in slow["why"]
+    lost = {r["key"]: r for r in evaluate(_delivery(stored=49_990))}["delivery_push"]
+    assert lost["met"] is False and lost["missed_by"] == "10 of 50,000 not stored"  # fast, but not all stored
+    poll = {r["key"]: r for r in evaluate(_delivery(breaches=2, settled=49_000))}["delivery_polling"]
+    assert poll["met"] is False and poll["missed_by"] == "2 breaches, 1,000 of 50,000 unsettled"

@@ -28,6 +28,9 @@ Workloads:
 5. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
    recipient; (b) one Celery task per recipient (:mod:`worker.dev.bench.baseline_app`, 2 workers, same pool and
    concurrency); (c) a bare load generator keeping 14 requests of the same batch size in flight.
+6. **Delivery** (:func:`~worker.dev.bench.delivery.delivery`) — statuses a second through the push endpoint
+   (the receiver a process of its own, on this Redis), and statuses settled a minute by polling status.php
+   against a simulator of its own with delivery on, with zero breaches of its limits.
 
 **Lag.** Without spreading, every batch of the campaign is due at the enqueue time, so due-to-sent
 would only measure a batch's place in the queue. A batch can leave only once the dispatcher may hand
@@ -53,6 +56,7 @@ from typing import Any
 import redis
 
 from worker.dev.bench import load
+from worker.dev.bench.delivery import delivery
 from worker.dev.bench.profile import py_spy
 from worker.dev.bench.report import evaluate, render_table
 from worker.dev.bench.send import (
@@ -87,6 +91,8 @@ class Sizes:
         self.sample_client_s = 3.0 if quick else 6.0
         self.one_task_count = 600 if quick else 1_500
         self.bare_s = 4.0 if quick else 8.0
+        self.push_statuses = 50_000 if quick else 100_000
+        self.poll_recipients = 50_000 if quick else 100_000
 
 
 def machine() -> dict[str, Any]:
@@ -214,7 +220,7 @@ def baselines(stack: Stack, sim: SimulatorProcess, sizes: Sizes, pool: str, conc
 
 # ---------------------------------------------------------------------------------------------- run
 def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path = Path("bench/results.json"),
-              pool: str = "prefork", concurrency: int = 10, workloads: str = "intake,cold,send,late,baselines",
+              pool: str = "prefork", concurrency: int = 10, workloads: str = "intake,cold,send,late,baselines,delivery",
               batch_sizes: tuple[int, ...] = (500, 100), profile: Path | None = None,
               echo: Callable[[str], None] = print) -> int:
     if profile is not None and py_spy() is None:
@@ -260,6 +266,9 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
                                                        concurrency=concurrency)
             if "baselines" in chosen:  # the stack's environment only: its workers are stopped
                 results["baselines"] = baselines(stack, sim, sizes, pool, concurrency)
+            if "delivery" in chosen:  # last: no worker of the other workloads is running
+                results["delivery"] = delivery(server, work, push_statuses=sizes.push_statuses,
+                                               poll_recipients=sizes.poll_recipients)
         finally:
             sim.stop()
             server.stop()
