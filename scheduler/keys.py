@@ -24,6 +24,10 @@ key                             type    TTL    written by                       
                                                due time (ms, server clock)
 ``{ns}:leased``                 ZSET    -      claim, begin, mark_sending;         sweep (expired
                                                score = lease deadline (ms)         leases), begin
+``{ns}:settle``                 ZSET    -      record (a batch queued "settle      dispatcher (claim:
+                                               first": member ``cid:n``, score =   these first, while
+                                               its due time); claim removes it     still due in
+                                                                                   ``{ns}:due``)
 ``{ns}:campaigns``              ZSET    -      intake commit; score = created ms   status listing
 ``{ns}:meta``                   HASH    -      recovery (``run_id`` of the Redis   recovery check
                                                server whose batches were settled,
@@ -225,6 +229,7 @@ class Keys:
         self.prefix = f"{_HASH_TAG}:{namespace}:"
         self.due = self.prefix + "due"
         self.leased = self.prefix + "leased"
+        self.settle_due = self.prefix + "settle"
         self.campaigns = self.prefix + "campaigns"
         self.meta = self.prefix + "meta"
         self.recovery_lock = self.meta + ":recovering"

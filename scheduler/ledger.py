@@ -180,7 +180,7 @@ class Ledger:
 
     # -- dispatch ------------------------------------------------------------------------------
     def claim(self, *, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None = None) -> list[str]:
-        refs = self.scripts.claim(keys=[self.keys.due, self.keys.leased],
+        refs = self.scripts.claim(keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
                                   args=[clock_arg(now_ms), window, claim_lease_ms, max_claim])
         return [_s(x) for x in refs]
 
@@ -242,7 +242,7 @@ class Ledger:
         cid, _ = split_ref(ref)
         k = self.keys
         ok, state = self.scripts.record(
-            keys=[k.batch(ref), k.leased, k.due, k.campaign(cid)],
+            keys=[k.batch(ref), k.leased, k.due, k.campaign(cid), k.settle_due],
             args=[clock_arg(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
                   "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
                   "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,

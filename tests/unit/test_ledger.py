@@ -563,3 +563,20 @@ def test_recovery_runs_once_per_restart_even_when_a_late_process_took_the_lock_a
     assert batch(redis_client, keys, "now:0")["owner"] == "N"
     assert ledger.mark_sending("now:0", token="N", now_ms=settle_after, settle_margin_ms=40_000, lease_ms=LEASE)
     assert redis_client.hget(keys.meta, "marked") == b"3"  # the first recovery's figure, not a second one
+
+
+def test_a_batch_to_settle_is_claimed_before_fresh_batches_that_were_due_earlier(
+        ledger: Ledger, campaigns: Campaigns) -> None:
+    """A campaign's fresh batches are all due at its start: in due order a batch whose outcome is unknown
+    would wait behind every one of them, and the campaign would settle in one long tail at its end."""
+    create(campaigns, 8, 2)  # four batches, all due at T
+    [first] = ledger.claim(now_ms=T, window=10, claim_lease_ms=LEASE, max_claim=1)
+    assert begin(ledger, first, "A").verdict is BeginVerdict.OK
+    ledger.mark_sending(first, token="A", now_ms=T, settle_margin_ms=1_000, lease_ms=LEASE)
+    ok, _ = ledger.record(first, token="A", now_ms=T + 100, outcome=Outcome(
+        remaining=[phone(0), phone(1)], due_at_ms=T + 1_100, settle=Settle.SET))  # a timeout: settle at T + 1.1 s
+    assert ok
+    assert ledger.claim(now_ms=T + 500, window=10, claim_lease_ms=LEASE, max_claim=1) != [first]  # not before
+    assert ledger.claim(now_ms=T + 1_100, window=10, claim_lease_ms=LEASE, max_claim=1) == [first]
+    rest = claim_all(ledger, now_ms=T + 1_100)
+    assert first not in rest and len(rest) == 2  # nothing claimed twice, nothing left behind
