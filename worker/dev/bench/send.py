@@ -25,6 +25,7 @@ from worker.dev.bench.profile import Profiler
 from worker.dev.bench.profile import summary as profile_summary
 from worker.dev.phones import write_phones_file
 from worker.dev.stack import CeleryBeat, RedisServer, SimulatorProcess, Stack, child_env
+from worker.sending import request_id
 
 __all__ = [
     "COLD_RECIPIENTS",
@@ -134,8 +135,11 @@ def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: P
     first = min(ts for ts, _ in times.values()) / 1000 if times else t0
     last = max(ts for ts, _ in times.values()) / 1000 if times else t1
     lags = []
+    # A request id is request_id(ref): "<cid>-<n>", tagged with the namespace outside the default one.
+    tag = request_id("x:0", namespace=ns)[:-len("x-0")]
     for rid, (ts, _) in times.items():
-        claimed = sampler.first_leased_ms.get(rid.rsplit("-", 1)[0] + ":" + rid.rsplit("-", 1)[1])
+        cid_n = rid.removeprefix(tag).rsplit("-", 1)
+        claimed = sampler.first_leased_ms.get(":".join(cid_n)) if len(cid_n) == 2 else None
         if claimed is not None:
             lags.append((ts - claimed) / 1000)
     per_m = 1_000_000 / max(sent_n, 1)
