@@ -109,6 +109,12 @@ def _run_loops(rt: Runtime, cfg: DeliveryConfig, stop: threading.Event) -> list[
     return threads
 
 
+def _delivery_env(url: str, *, horizon_s: float, poll: bool = True) -> dict[str, str]:
+    """The workers' delivery settings, as the test's own loops have them."""
+    return {"SMSC_WEBHOOK_URL": url, "SMSC_WEBHOOK_SECRET": SECRET, "SMSC_DELIVERY_HORIZON": str(horizon_s),
+            "SMSC_DELIVERY_POLL": "1" if poll else "0"}
+
+
 def _wait_final(store: DeliveryStore, cid: str, sent: int, *, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     st: dict[str, Any] = {}
@@ -155,7 +161,10 @@ def _check_against_truth(stack: Stack, store: DeliveryStore, cid: str, recipient
 def test_fifty_thousand_recipients_polled_match_the_providers_truth_within_the_limits(
         celery_stack: Any, redis_client: Any, tmp_path: Path, webhook_app: tuple[str, type[_App]]) -> None:
     url, app = webhook_app
-    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 20}, env={"SMSC_BATCH_SIZE": "500"})
+    # The workers' own delivery tasks (beat's smsc.delivery_tick and smsc.webhooks) work beside the loops
+    # of this test: the same settings, so that whichever takes a batch or an event does the same.
+    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 20},
+                         env={"SMSC_BATCH_SIZE": "500", **_delivery_env(url, horizon_s=45)})
     assert stack.simulator is not None
     stack.simulator.configure(delivery={"enabled": True, "rates": MIXED, "delay_s": 2.0, "spread": 1.0,
                                         "max_delay_s": 20.0})
@@ -184,7 +193,8 @@ def test_pushed_statuses_survive_a_killed_handler_and_a_webhook_app_down_for_a_m
         celery_stack: Any, redis_client: Any, tmp_path: Path, webhook_app: tuple[str, type[_App]]) -> None:
     url, app = webhook_app
     app.down_until = time.monotonic() + 60  # the app's webhook endpoint is down for the first minute
-    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 20})
+    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 20},
+                         env=_delivery_env(url, horizon_s=60, poll=False))
     assert stack.simulator is not None
     rx_cfg = DeliveryConfig(push_token="hook-token", push_verify=True, password=stack.password,
                             webhook_url=url)
