@@ -1,7 +1,12 @@
-"""The scheduler's objects on the private real redis-server (``redis_client``, flushed per test)."""
+"""The scheduler's objects on the private real redis-server (``redis_client``, flushed per test), and the
+simulator on a stepped clock for the simulator's own tests (``clock``, ``sim``, ``client``; a module that
+needs another simulator defines its own ``sim``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import httpx
 import pytest
 import redis
 
@@ -9,6 +14,8 @@ from scheduler.campaigns import Campaigns
 from scheduler.guards import Guards
 from scheduler.keys import Keys
 from scheduler.ledger import Ledger
+from tests.unit.sim_helpers import Clock, client_of, stepped_sim
+from worker.sim import Simulator
 
 
 @pytest.fixture
@@ -29,3 +36,18 @@ def campaigns(redis_client: redis.Redis, keys: Keys) -> Campaigns:
 @pytest.fixture
 def guards(redis_client: redis.Redis, keys: Keys) -> Guards:
     return Guards(redis_client, keys)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def sim(clock: Clock) -> Simulator:
+    return stepped_sim(clock)
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[httpx.Client]:
+    yield from client_of(sim)

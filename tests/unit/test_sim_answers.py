@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -11,24 +10,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from tests.unit.sim_helpers import AUTH, PHONE, Clock, client_of, send, stepped_sim
+from tests.unit.sim_helpers import AUTH, PHONE, Clock, send
 from worker.sim import BREACHES, SimConfig, Simulator
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Simulator:
-    return stepped_sim(clock)
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    yield from client_of(sim)
-
 
 # -- answers ------------------------------------------------------------------------------------------
 

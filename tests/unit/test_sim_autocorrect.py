@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.unit.sim_helpers import Clock, client_of, send, status, stepped_sim
+from tests.unit.sim_helpers import Clock, send, status, stepped_sim
 from worker.sim import Simulator
 from worker.sim.rules import provider_phone
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def sim(clock: Clock) -> Simulator:
     return stepped_sim(clock, autocorrect=True)
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    yield from client_of(sim)
 
 
 @pytest.mark.parametrize(("written", "recorded"), [

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.unit.sim_helpers import AUTH, PHONE, Clock, client_of, send, stepped_sim
+from tests.unit.sim_helpers import AUTH, PHONE, Clock, send
 from worker.sim import SimConfig, SimTransport, Simulator
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Simulator:
-    return stepped_sim(clock)
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    yield from client_of(sim)
-
 
 # -- faults -------------------------------------------------------------------------------------------
 

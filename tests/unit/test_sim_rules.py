@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.unit.sim_helpers import AUTH, PHONE, Clock, client_of, send, status, stepped_sim
+from tests.unit.sim_helpers import AUTH, PHONE, Clock, send, status
 from worker.sim import SimConfig, SimTransport, Simulator
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Simulator:
-    return stepped_sim(clock)
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    yield from client_of(sim)
 
 
 def test_identical_send_within_a_minute_is_error_9_and_a_breach_then_allowed(

@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from tests.unit.sim_helpers import AUTH, PHONE, Clock, client_of, send, status, stepped_sim
+from tests.unit.sim_helpers import AUTH, PHONE, Clock, send, status
 from worker.sim import SimConfig, SimTransport, Simulator
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def sim(clock: Clock) -> Simulator:
-    return stepped_sim(clock)
-
-
-@pytest.fixture
-def client(sim: Simulator) -> Iterator[httpx.Client]:
-    yield from client_of(sim)
 
 
 def test_status_of_accepted_is_1_and_of_unknown_is_minus_3(clock: Clock, client: httpx.Client) -> None:
