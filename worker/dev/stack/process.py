@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, Self
@@ -304,9 +305,18 @@ class Process:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, sig)
 
-    def freeze(self) -> None:
-        """SIGSTOP to the group: the process stops answering but keeps its sockets open (a hung host)."""
+    def freeze(self, wait_s: float = 10.0) -> None:
+        """SIGSTOP to the group: the process stops answering but keeps its sockets open (a hung host).
+
+        Returns once the kernel shows the leader stopped (``T`` in /proc/PID/stat): a signal is delivered
+        asynchronously, and a caller that acts on "frozen" right after ``kill()`` would race it.
+        """
         self._signal_group(signal.SIGSTOP)
+        deadline = time.monotonic() + wait_s
+        while self.pid is not None and _proc_state(self.pid) not in ("T", "t", None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.what} pid={self.pid} did not stop within {wait_s} s of SIGSTOP")
+            time.sleep(0.005)
         log.info("%s frozen pid=%s %s", self.what, self.pid, self._describe())
 
     def thaw(self) -> None:
@@ -386,3 +396,12 @@ class ServerProcess(Process):
                     raise
                 log.info("%s port %d was taken, trying another", self.what, self.port)
                 self.port = free_port()
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc (``R``, ``S``, ``T`` …), None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]  # the command name in parentheses may hold spaces
