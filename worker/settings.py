@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     smsc_push_allow_ips: str = ""
     smsc_webhook_url: str | None = None
     smsc_webhook_secret: SecretStr | None = None
+    # Log lines: "text" (human) or "json" (one JSON object a line; phone numbers masked either way).
+    smsc_log_format: str = Field(default="text", pattern=r"^(text|json)$")
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
