@@ -29,6 +29,7 @@ import redis
 
 from scheduler.durability import Durable, wait_durable
 from scheduler.enqueue import (
+    Item,
     CLAIM_LEASE_MS,
     CampaignError,
     CampaignSpec,
@@ -71,20 +72,23 @@ class Campaigns:
         return self._enqueue.claim_lease_ms
 
     # -- intake --------------------------------------------------------------------------------
-    def create(self, spec: CampaignSpec, recipients: Iterable[tuple[int, str] | Rejected], *,
+    def create(self, spec: CampaignSpec, recipients: Iterable[Item], *,
                now_ms: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
-               recipients_digest: Callable[[], str] | None = None, strict: bool = False) -> Receipt:
-        """Enqueue a campaign, streaming: :meth:`scheduler.enqueue.Enqueue.create` (its arguments, its
-        receipt); :attr:`last_durable` then says what the commit's wait for the disk found."""
+               recipients_digest: Callable[[], str] | None = None, strict: bool = False,
+               **hooks: Any) -> Receipt:
+        """Enqueue a campaign, streaming: :meth:`scheduler.enqueue.Enqueue.create` (its arguments — the
+        ``hooks`` are its keyword-only callbacks — its receipt); :attr:`last_durable` then says what the
+        commit's wait for the disk found."""
         receipt = self._enqueue.create(spec, recipients, now_ms=now_ms, on_rejected=on_rejected,
-                                       recipients_digest=recipients_digest, strict=strict)
+                                       recipients_digest=recipients_digest, strict=strict, **hooks)
         if not receipt.existing:
             self.last_durable = self._enqueue.last_durable
         return receipt
 
     # -- dry run ---------------------------------------------------------------------------------
-    def preview(self, spec: CampaignSpec, recipients: Iterable[tuple[int, str] | Rejected], *,
-                now_ms: int | None = None, on_rejected: Callable[[Rejected], None] | None = None) -> dict[str, Any]:
+    def preview(self, spec: CampaignSpec, recipients: Iterable[Item], *,
+                now_ms: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
+                **hooks: Any) -> dict[str, Any]:
         """What :meth:`create` would queue, without queueing: counts, due times, batches (the dry run).
 
         The same dedup (a temporary seen SET, deleted at the end) and the same planner as
@@ -92,7 +96,7 @@ class Campaigns:
         ``{"group", "recipients", "due_ms"}``, ordered by due time (see :mod:`scheduler.preview`).
         """
         return _preview(self.r, self.keys, spec, recipients, scripts=self.scripts, now_ms=now_ms,
-                        on_rejected=on_rejected)
+                        on_rejected=on_rejected, **hooks)
 
     # -- reading -------------------------------------------------------------------------------
     def exists(self, cid: str) -> bool:

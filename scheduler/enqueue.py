@@ -39,9 +39,11 @@ import json
 import secrets
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias
+from urllib.parse import quote
 
 import redis
 
@@ -58,9 +60,14 @@ __all__ = [
     "CampaignError",
     "CampaignSpec",
     "Enqueue",
+    "Entry",
     "IntakeCounts",
+    "Item",
+    "Personal",
+    "PersonalBatcher",
     "Receipt",
     "deduplicated",
+    "list_safe",
     "new_campaign_id",
 ]
 
@@ -77,8 +84,40 @@ _SEEN_TTL_MS = 86_400_000
 _WAIT_POLL_S = 0.1
 #: Batches (or keys) per fenced write: bounded script arguments.
 _STAGE_CHUNK = 200
+#: A personal recipient's share of a request body beyond its text: its digits, ``%2B``, separators.
+_PERSONAL_BYTES_PER_RECIPIENT = 26
 _DIGEST_FIELDS = {"account": "another account", "message": "another text", "sender": "another sender",
-                  "plan": "other plan options", "recipients": "other recipients"}
+                  "plan": "other plan options", "recipients": "other recipients",
+                  "options": "other options (provider options, budget, stop rules)"}
+
+
+class Personal(Protocol):
+    """A recipient with a text of its own (``worker.rows.Row``): the phone normalized, the text rendered."""
+
+    @property
+    def line_no(self) -> int: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def sender(self) -> str | None: ...
+
+
+#: What an intake reads: ``(line_no, phone)`` (the campaign's text), a personal recipient, or a refused line.
+Item: TypeAlias = "tuple[int, str] | Personal | Rejected"
+#: A new recipient as the dedup hands it on: its phone (the campaign's text), or the personal recipient.
+Entry: TypeAlias = "str | Personal"
+
+
+def list_safe(text: str) -> bool:
+    """Whether ``text`` can share a request with other texts (the provider's ``list``).
+
+    A ``list`` line has one escape, ``\\n`` for a newline, and none for a backslash: a text holding a
+    backslash (``C:\\new`` would arrive with a line break) or a carriage return can only travel as the
+    one text of a request (``phones`` + ``mes``, no escape). Such recipients are written into batches
+    of a single text (see :mod:`worker.smsc.requests`)."""
+    return "\\" not in text and "\r" not in text
 
 
 class CampaignError(ValueError):
@@ -106,6 +145,17 @@ class CampaignSpec:
     #: compares: the same request retried later is the same campaign although ``+10`` then names
     #: another instant. None: the resolved :attr:`plan` is compared.
     plan_source: Mapping[str, object] | None = None
+    #: Per-recipient texts (the recipients are :class:`Personal`): ``message`` is then the template as
+    #: given (for the content digest), ``parts`` 0, and every recipient's parts come from ``parts_of``.
+    personal: bool = False
+    #: SMS parts of one text as the provider bills it (after transliteration and ``maxsms``).
+    parts_of: Callable[[str], int] | None = None
+    #: Bounds of one request of a personal campaign: its body (form-encoded) and the SMS parts at stake.
+    max_batch_bytes: int = 256 * 1024
+    max_batch_parts: int = 1_500
+    #: More fields of the campaign HASH (the provider's options, budget, links), written at the claim
+    #: and part of the content digest (``options``).
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -124,6 +174,8 @@ class Receipt:
     #: What the wait for the server's disk found after the commit (``on disk (WAITAOF, 3 ms)``, or why
     #: not); '' for an existing campaign (its commit was confirmed when it was made).
     durable: str = ""
+    #: Recipients left out because their number is on the stop list.
+    suppressed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,24 +183,34 @@ class Receipt:
 
 @dataclass
 class IntakeCounts:
-    """What an intake has read so far: new recipients, rejected lines, duplicates of earlier lines."""
+    """What an intake has read so far: new recipients, rejected lines, duplicates of earlier lines,
+    stop-listed ones, and the SMS parts of the new recipients' texts (personal campaigns)."""
 
     total: int = 0
     invalid: int = 0
     duplicates: int = 0
+    suppressed: int = 0
+    sms: int = 0
 
 
-def deduplicated(items: Iterable[tuple[int, str] | Rejected], ask: Callable[[str], str], counts: IntakeCounts, *,
+def deduplicated(items: Iterable[Item], ask: Callable[[str], str], counts: IntakeCounts, *,
                  on_rejected: Callable[[Rejected], None] | None = None,
-                 each: Callable[[tuple[int, str] | Rejected], None] | None = None) -> Iterator[list[str]]:
-    """The new recipients of ``items`` (normalized phones, in order), one chunk of the input at a time.
+                 each: Callable[[Item], None] | None = None,
+                 on_duplicate: Callable[[int, str], None] | None = None,
+                 stopped: Callable[[list[str]], list[bool]] | None = None,
+                 on_suppressed: Callable[[int, str], None] | None = None) -> Iterator[list[Entry]]:
+    """The new recipients of ``items`` (in order), one chunk of the input at a time: phones, or the
+    :class:`Personal` recipients themselves.
 
     ``ask(keys)`` runs ``lua/intake.lua`` for a chunk's dedup keys (:func:`~scheduler.intake.phone_key`,
     joined by ',') and returns its answer, one character per recipient ('1' = new). Rejected lines go
-    to ``on_rejected``; ``counts`` adds up the new recipients, the rejected lines and the duplicates;
-    ``each`` sees every item first (a digest of the stream). The one dedup of the enqueue and its dry run.
+    to ``on_rejected``, later lines of a number already read to ``on_duplicate(line_no, phone)`` (the
+    first line wins); ``stopped(phones)`` says which numbers are on the stop list: those are left out
+    before the dedup and go to ``on_suppressed``. ``counts`` adds it all up; ``each`` sees every item
+    first (a digest of the stream). The one dedup of the enqueue and its dry run.
     """
-    pending: list[str] = []
+    pending: list[Entry] = []
+    lines: list[int] = []
     for item in items:
         if each is not None:
             each(item)
@@ -157,20 +219,125 @@ def deduplicated(items: Iterable[tuple[int, str] | Rejected], ask: Callable[[str
             if on_rejected is not None:
                 on_rejected(item)
             continue
-        pending.append(item[1])
+        if isinstance(item, tuple):
+            pending.append(item[1])
+            lines.append(item[0])
+        else:
+            pending.append(item)
+            lines.append(item.line_no)
         if len(pending) >= _INTAKE_CHUNK:
-            yield _new_ones(pending, ask, counts)
-            pending = []
+            yield _new_ones(pending, lines, ask, counts, on_duplicate, stopped, on_suppressed)
+            pending, lines = [], []
     if pending:
-        yield _new_ones(pending, ask, counts)
+        yield _new_ones(pending, lines, ask, counts, on_duplicate, stopped, on_suppressed)
 
 
-def _new_ones(pending: list[str], ask: Callable[[str], str], counts: IntakeCounts) -> list[str]:
-    answer = ask(",".join(map(phone_key, pending)))
-    new = [phone for phone, is_new in zip(pending, answer, strict=True) if is_new == "1"]
+def _phone(e: Entry) -> str:
+    return e if isinstance(e, str) else e.phone
+
+
+def _new_ones(pending: list[Entry], lines: list[int], ask: Callable[[str], str], counts: IntakeCounts,
+              on_duplicate: Callable[[int, str], None] | None,
+              stopped: Callable[[list[str]], list[bool]] | None,
+              on_suppressed: Callable[[int, str], None] | None) -> list[Entry]:
+    phones = [_phone(e) for e in pending]
+    if stopped is not None:
+        flags = stopped(phones)
+        if any(flags):
+            keep = [i for i, f in enumerate(flags) if not f]
+            for i, f in enumerate(flags):
+                if f:
+                    counts.suppressed += 1
+                    if on_suppressed is not None:
+                        on_suppressed(lines[i], phones[i])
+            pending, lines, phones = [pending[i] for i in keep], [lines[i] for i in keep], [phones[i] for i in keep]
+            if not pending:
+                return []
+    answer = ask(",".join(map(phone_key, phones)))
+    new = [e for e, is_new in zip(pending, answer, strict=True) if is_new == "1"]
     counts.total += len(new)
     counts.duplicates += len(pending) - len(new)
+    if on_duplicate is not None and len(new) != len(pending):
+        for line_no, phone, is_new in zip(lines, phones, answer, strict=True):
+            if is_new != "1":
+                on_duplicate(line_no, phone)
     return new
+
+
+#: A staged batch: its number, phones, due time (None: not yet planned), and the JSON of its
+#: per-recipient texts and senders ('' = none).
+_Staged: TypeAlias = "tuple[int, Sequence[str], int | None, str, str]"
+
+
+@dataclass
+class _Pending:
+    """Recipients waiting for a full batch: phones, and for a personal campaign their texts and senders."""
+
+    phones: list[str] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    senders: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+    parts: int = 0
+    #: The one text of a batch of list-unsafe texts (see :func:`list_safe`).
+    text: str | None = None
+
+    def clear(self) -> None:
+        self.phones, self.texts, self.senders, self.bytes, self.parts, self.text = [], {}, {}, 0, 0, None
+
+
+class PersonalBatcher:
+    """Where a personal campaign's batches end — the one rule of the enqueue and its dry run.
+
+    A batch ends at ``batch_size`` recipients, at ``max_batch_bytes`` of request body (the texts
+    form-encoded) or at ``max_batch_parts`` SMS parts. Recipients whose text cannot travel in a
+    ``list`` (:func:`list_safe`) go into batches of one text each: consecutive recipients with that
+    same text share one; another such text starts the next. Memory: two batches in hand.
+    """
+
+    def __init__(self, spec: CampaignSpec) -> None:
+        assert spec.parts_of is not None
+        self.parts_of = spec.parts_of
+        self.size, self.max_bytes, self.max_parts = spec.batch_size, spec.max_batch_bytes, spec.max_batch_parts
+        self.mixed, self.solo = _Pending(), _Pending()
+        self.sms = 0
+
+    def add(self, phone: str, text: str, sender: str | None) -> list[_Pending]:
+        """Take one recipient; returns the batches it completed (none, one, or two)."""
+        parts = self.parts_of(text)
+        self.sms += parts
+        # Its share of the request body: the text form-encoded (a Cyrillic letter is 6 bytes), the
+        # phone and separators; a text shared by several recipients is counted each time (an upper bound).
+        size = len(quote(text, safe="")) + _PERSONAL_BYTES_PER_RECIPIENT
+        done: list[_Pending] = []
+        if list_safe(text):
+            pend = self.mixed
+        else:
+            pend = self.solo
+            if pend.text is not None and pend.text != text:
+                done.append(self._take(pend))
+            pend.text = text
+        if pend.phones and (len(pend.phones) >= self.size or pend.bytes + size > self.max_bytes
+                            or pend.parts + parts > self.max_parts):
+            keep = pend.text
+            done.append(self._take(pend))
+            pend.text = keep
+        pend.phones.append(phone)
+        pend.texts[phone] = text
+        if sender:
+            pend.senders[phone] = sender
+        pend.bytes += size
+        pend.parts += parts
+        return [d for d in done if d.phones]
+
+    def finish(self) -> list[_Pending]:
+        """The batches still in hand, at the end of the input."""
+        return [d for d in (self._take(self.mixed), self._take(self.solo)) if d.phones]
+
+    @staticmethod
+    def _take(pend: _Pending) -> _Pending:
+        out = _Pending(pend.phones, pend.texts, pend.senders, pend.bytes, pend.parts, pend.text)
+        pend.clear()
+        return out
 
 
 @dataclass
@@ -181,6 +348,10 @@ class _Intake:
     counts: IntakeCounts = field(default_factory=IntakeCounts)
     batches: int = 0
     current: list[str] = field(default_factory=list)  # deduplicated, waiting for a full batch
+    #: Per batch number: the index of its first recipient in the campaign and its size (the plan's input).
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    sizes: array[int] = field(default_factory=lambda: array("q"))
+    written: int = 0
 
 
 class _StreamDigest:
@@ -189,11 +360,14 @@ class _StreamDigest:
     def __init__(self) -> None:
         self._h = hashlib.sha256()
 
-    def add(self, item: tuple[int, str] | Rejected) -> None:
+    def add(self, item: Item) -> None:
         if isinstance(item, Rejected):
             self._h.update(b"!" + item.raw.encode("utf-8", "surrogatepass") + b"\n")
-        else:
+        elif isinstance(item, tuple):
             self._h.update(item[1].encode("ascii", "replace") + b"\n")
+        else:
+            record = json.dumps([item.phone, item.text, item.sender], ensure_ascii=False)
+            self._h.update(record.encode("utf-8", "surrogatepass") + b"\n")
 
     def hexdigest(self) -> str:
         return "items:" + self._h.hexdigest()
@@ -244,19 +418,29 @@ class Enqueue:
         #: What the last commit's wait for the server's disk found.
         self.last_durable: Durable | None = None
 
-    def create(self, spec: CampaignSpec, recipients: Iterable[tuple[int, str] | Rejected], *,
+    def create(self, spec: CampaignSpec, recipients: Iterable[Item], *,
                now_ms: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
-               recipients_digest: Callable[[], str] | None = None, strict: bool = False) -> Receipt:
-        """Enqueue a campaign from (line_no, normalized phone) items and rejected lines, streaming.
+               recipients_digest: Callable[[], str] | None = None, strict: bool = False,
+               on_duplicate: Callable[[int, str], None] | None = None,
+               stopped: Callable[[list[str]], list[bool]] | None = None,
+               on_suppressed: Callable[[int, str], None] | None = None,
+               before_commit: Callable[[IntakeCounts], None] | None = None) -> Receipt:
+        """Enqueue a campaign from (line_no, normalized phone) items (or :class:`Personal` recipients of
+        a ``spec.personal`` campaign) and rejected lines, streaming.
 
         ``recipients_digest``: called once the input is read, the digest of what was read (e.g. the
         raw bytes of the recipients file); without it, the stream itself is digested. ``strict``:
         refuse the whole campaign (CampaignError, nothing queued) if any line was rejected; every
-        rejected line still goes to ``on_rejected``. ``now_ms``: only for tests that step time.
+        rejected line still goes to ``on_rejected``. ``on_duplicate``, ``stopped``, ``on_suppressed``:
+        see :func:`deduplicated`. ``before_commit(counts)``: the last word before the commit (a balance
+        check); whatever it raises abandons the campaign, nothing queued. ``now_ms``: only for tests
+        that step time.
         """
         cid = spec.campaign_id or new_campaign_id()
         if not CAMPAIGN_ID_RE.match(cid):
             raise CampaignError(f"campaign id {cid!r}: use 1-24 characters of A-Za-z0-9_.")
+        if spec.personal and spec.parts_of is None:
+            raise ValueError("a personal campaign needs parts_of")
         ckey = self.keys.campaign(cid)
         content = _content(spec)
         token = secrets.token_hex(8)
@@ -265,6 +449,10 @@ class Enqueue:
             "id", cid, "account", spec.account, "message", spec.message, "sender", spec.sender or "",
             "parts", spec.parts, "total", 0, "sent", 0, "failed", 0, "cancelled", 0, "sms", 0, "cost_milli", 0,
             "plan", json.dumps(_plan_json(spec.plan))]
+        if spec.personal:
+            initial += ["personal", "1"]
+        for name, value in spec.extra.items():
+            initial += [name, value]
         while True:
             res = self.scripts.create(keys=[ckey], args=[
                 "claim", token, self.claim_lease_ms, clock_arg(now_ms), json.dumps(content, sort_keys=True),
@@ -281,23 +469,38 @@ class Enqueue:
             break
         st = _Intake(cid=cid, token=token, batch_size=spec.batch_size)
         n = st.counts
+        batcher = PersonalBatcher(spec) if spec.personal else None
         own_digest = _StreamDigest() if recipients_digest is None else None
         lease = _Lease(self, ckey, token, now_ms)
         try:
             with lease:
                 for new in deduplicated(items, lambda joined: self._dedup(st, joined, now_ms), n,
                                         on_rejected=on_rejected,
-                                        each=own_digest.add if own_digest is not None else None):
-                    st.current += new
-                    if len(st.current) >= st.batch_size:
-                        self._write_batches(st, now_ms, final=False)
+                                        each=own_digest.add if own_digest is not None else None,
+                                        on_duplicate=on_duplicate, stopped=stopped, on_suppressed=on_suppressed):
+                    if batcher is not None:
+                        self._add_personal(st, batcher, new, now_ms)
+                    else:
+                        st.current += new  # type: ignore[arg-type]  # phones only in a campaign of one text
+                        if len(st.current) >= st.batch_size:
+                            self._write_batches(st, now_ms, final=False)
                     if lease.lost.is_set():
                         raise _LostClaim
-                self._write_batches(st, now_ms, final=True)
+                if batcher is not None:
+                    self._stage_pending(st, batcher.finish(), now_ms)
+                    n.sms = batcher.sms
+                else:
+                    self._write_batches(st, now_ms, final=True)
                 if n.total == 0:
-                    raise CampaignError("no valid recipients: nothing was queued")
+                    raise CampaignError("no valid recipients: nothing was queued"
+                                        + (f" ({_plural(n.suppressed, 'number')} on the stop list)"
+                                           if n.suppressed else ""))
                 if strict and n.invalid:
                     raise CampaignError(f"{_plural(n.invalid, 'invalid line')} (strict): nothing was queued")
+                if not spec.personal:
+                    n.sms = n.total * spec.parts
+                if before_commit is not None:
+                    before_commit(n)
                 plan = spreading.Plan(spec.plan, n.total, now_ms if now_ms is not None else server_time_ms(self.r))
                 refs_due = self._plan(st, plan, now_ms)
             if lease.lost.is_set():
@@ -315,14 +518,40 @@ class Enqueue:
             raise
         self.last_durable = durable = wait_durable(self.r, marker_key=ckey)
         return Receipt(cid, n.total, n.invalid, n.duplicates, spec.parts, len(refs_due), plan.groups,
-                       min(dues), max(dues), sms_estimate=n.total * spec.parts, durable=str(durable))
+                       min(dues), max(dues), sms_estimate=n.sms, durable=str(durable), suppressed=n.suppressed)
+
+    # -- personal campaigns: batches by request size, list-unsafe texts in batches of their own ---------
+    def _add_personal(self, st: _Intake, batcher: PersonalBatcher, new: list[Entry], now_ms: int | None) -> None:
+        done: list[_Pending] = []
+        for e in new:
+            assert not isinstance(e, str)
+            done += batcher.add(e.phone, e.text, e.sender)
+        self._stage_pending(st, done, now_ms)
+
+    def _stage_pending(self, st: _Intake, done: Sequence[_Pending], now_ms: int | None) -> None:
+        staged: list[_Staged] = []
+        for pend in done:
+            texts = json.dumps(pend.texts, ensure_ascii=False, separators=(",", ":"))
+            senders = json.dumps(pend.senders, ensure_ascii=False, separators=(",", ":")) if pend.senders else ""
+            staged.append((self._number(st, len(pend.phones)), pend.phones, None, texts, senders))
+        if staged:
+            self._stage(st, staged, now_ms)
+
+    def _number(self, st: _Intake, size: int) -> int:
+        """The next batch number, for a batch of ``size`` recipients written now."""
+        num = st.batches
+        st.batches += 1
+        st.starts.append(st.written)
+        st.sizes.append(size)
+        st.written += size
+        return num
 
     def _existing(self, cid: str, content: dict[str, str], stored: str, stored_recipients: str,
-                  items: Iterator[tuple[int, str] | Rejected], recipients_digest: Callable[[], str] | None) -> Receipt:
+                  items: Iterator[Item], recipients_digest: Callable[[], str] | None) -> Receipt:
         """The answer for an id that is committed already: its receipt, if the content is the same."""
         if stored:  # campaigns committed before content digests were kept are taken as the same
             theirs = json.loads(stored)
-            differ = [name for name in ("account", "message", "sender", "plan")
+            differ = [name for name in ("account", "message", "sender", "plan", "options")
                       if theirs.get(name) != content.get(name)]
             if not differ and stored_recipients:
                 # The same text and plan: the recipients decide, so ours are read (nothing is written).
@@ -343,7 +572,9 @@ class Enqueue:
         total, parts = int(f.get("total", 0)), int(f.get("parts", 0))
         return Receipt(cid, total, int(f.get("invalid", 0)), int(f.get("duplicates", 0)), parts,
                        int(f.get("batches", 0)), int(f.get("groups", 0) or 0), int(f.get("first_due_ms", 0) or 0),
-                       int(f.get("last_due_ms", 0) or 0), existing=True, sms_estimate=total * parts)
+                       int(f.get("last_due_ms", 0) or 0), existing=True,
+                       sms_estimate=int(f.get("sms_estimate") or total * parts),
+                       suppressed=int(f.get("suppressed") or 0))
 
     def _op(self, op: str, ckey: str, token: str, now_ms: int | None, *, keys: Sequence[str] = (),
             args: Sequence[Arg] = ()) -> bool:
@@ -360,24 +591,23 @@ class Enqueue:
 
     def _write_batches(self, st: _Intake, now_ms: int | None, *, final: bool) -> None:
         size = st.batch_size
-        batches: list[tuple[int, list[str], int | None]] = []
+        batches: list[_Staged] = []
         while len(st.current) >= size or (final and st.current):
             chunk, st.current = st.current[:size], st.current[size:]
-            batches.append((st.batches, chunk, None))
-            st.batches += 1
+            batches.append((self._number(st, len(chunk)), chunk, None, "", ""))
         self._stage(st, batches, now_ms)
 
-    def _stage(self, st: _Intake, batches: Sequence[tuple[int, Sequence[str], int | None]],
-               now_ms: int | None) -> None:
-        """Write batches (number, phones, due) under the intake's claim; ``st.batches`` is the high-water."""
+    def _stage(self, st: _Intake, batches: Sequence[_Staged], now_ms: int | None) -> None:
+        """Write batches (number, phones, due, texts, senders) under the intake's claim; ``st.batches``
+        is the high-water mark."""
         ckey = self.keys.campaign(st.cid)
         for lo in range(0, len(batches), _STAGE_CHUNK):
             part = batches[lo:lo + _STAGE_CHUNK]
             args: list[Arg] = [st.batches]
-            for _, phones, due in part:
-                args += [",".join(phones), "" if due is None else due]
+            for _, phones, due, texts, senders in part:
+                args += [",".join(phones), "" if due is None else due, texts, senders]
             if not self._op("stage", ckey, st.token, now_ms, keys=[self.keys.batch(batch_ref(st.cid, n))
-                                                                     for n, _, _ in part], args=args):
+                                                                     for n, *_ in part], args=args):
                 raise _LostClaim
 
     def _drop(self, cid: str, token: str, batches: int, now_ms: int | None) -> None:
@@ -403,23 +633,26 @@ class Enqueue:
         """Every batch's due time (written into the batch); batches are cut where the due time changes."""
         out: list[tuple[str, int]] = []
         dues: list[tuple[int, int]] = []
-        pieces_out: list[tuple[int, Sequence[str], int | None]] = []
+        pieces_out: list[_Staged] = []
         first_extra = st.batches
         for n in range(first_extra):
-            start = n * st.batch_size
-            size = min(st.batch_size, st.counts.total - start)
+            start, size = st.starts[n], st.sizes[n]
             due = plan.uniform_due(start, size)
             if due is not None:
                 out.append((batch_ref(st.cid, n), due))
                 dues.append((n, due))
                 continue
-            phones = _s(self.r.hget(self.keys.batch(batch_ref(st.cid, n)), "phones") or b"").split(",")
+            raw = self.r.hmget(self.keys.batch(batch_ref(st.cid, n)), ["phones", "texts", "senders"])
+            phones = _s(raw[0] or b"").split(",")
+            texts: dict[str, str] = json.loads(_s(raw[1])) if raw[1] else {}
+            senders: dict[str, str] = json.loads(_s(raw[2])) if raw[2] else {}
             pieces = plan.split(start, [plan.offset_of(p) for p in phones])
             for j, (piece_due, _, members) in enumerate(pieces):
                 num = n
                 if j:
                     num, st.batches = st.batches, st.batches + 1
-                pieces_out.append((num, [phones[i] for i in members], piece_due))
+                mine = [phones[i] for i in members]
+                pieces_out.append((num, mine, piece_due, _subset_json(texts, mine), _subset_json(senders, mine)))
                 out.append((batch_ref(st.cid, num), piece_due))
             if len(pieces_out) >= _STAGE_CHUNK:
                 self._stage(st, pieces_out, now_ms)
@@ -443,7 +676,8 @@ class Enqueue:
         dues = [d for _, d in refs_due]
         fields: list[Arg] = [
             "total", n.total, "invalid", n.invalid, "duplicates", n.duplicates, "batches", st.batches,
-            "groups", groups, "first_due_ms", min(dues), "last_due_ms", max(dues), "recipients", digest]
+            "groups", groups, "first_due_ms", min(dues), "last_due_ms", max(dues), "recipients", digest,
+            "suppressed", n.suppressed, "sms_estimate", n.sms]
         pairs: list[Arg] = []
         for ref, due in refs_due:
             pairs += [ref, due]
@@ -459,6 +693,12 @@ class Enqueue:
         if ok != 1:
             raise _LostClaim
 
+
+
+def _subset_json(values: Mapping[str, str], phones: Sequence[str]) -> str:
+    if not values:
+        return ""
+    return json.dumps({p: values[p] for p in phones if p in values}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _hexdigest(d: _StreamDigest | None) -> str:
@@ -477,8 +717,12 @@ def _sha(text: str) -> str:
 def _content(spec: CampaignSpec) -> dict[str, str]:
     """What "the same campaign" means: digests of its text, sender and plan, and its account."""
     plan: Any = spec.plan_source if spec.plan_source is not None else _plan_json(spec.plan)
-    return {"v": "1", "account": spec.account, "message": _sha(spec.message), "sender": _sha(spec.sender or ""),
-            "plan": _sha(json.dumps(plan, sort_keys=True, default=str))}
+    content = {"v": "1", "account": spec.account, "message": _sha(spec.message), "sender": _sha(spec.sender or ""),
+               "plan": _sha(json.dumps(plan, sort_keys=True, default=str))}
+    if spec.extra or spec.personal:
+        # The provider's options, the budget, the kind of campaign: another value is another campaign.
+        content["options"] = _sha(json.dumps({"personal": spec.personal, **spec.extra}, sort_keys=True))
+    return content
 
 
 def _plan_json(plan: spreading.PlanOptions | None) -> dict[str, Any]:

@@ -29,6 +29,7 @@ be processing after our deadline, and status.php lags behind acceptance).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ class Outcome:
 
     sent: int = 0
     failed: int = 0
+    #: recipients that end here without a request (a number put on the stop list since the intake)
+    cancelled: int = 0
     sms: int = 0
     cost_milli: int = 0
     rows: list[str] = field(default_factory=list)
@@ -246,8 +249,13 @@ class Ledger:
             args=[clock_arg(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
                   "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
                   "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,
-                  outcome.reason[:300], _one_line(quarantine)[:500]])
+                  outcome.reason[:300], _one_line(quarantine)[:500], outcome.cancelled])
         return bool(int(ok)), _s(state)
+
+    def texts(self, ref: str) -> tuple[dict[str, str], dict[str, str]]:
+        """A personal batch's own texts and senders by phone (``{}`` each for a campaign of one text)."""
+        raw = self.r.hmget(self.keys.batch(ref), ["texts", "senders"])
+        return (json.loads(_s(raw[0])) if raw[0] else {}), (json.loads(_s(raw[1])) if raw[1] else {})
 
     def release(self, ref: str, *, token: str, phones: Sequence[str], due_at_ms: int = 0,
                 due_in_ms: int | None = None, settle: Settle = Settle.KEEP, reason: str = "",

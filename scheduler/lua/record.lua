@@ -20,6 +20,7 @@
 -- ARGV[13] reason: last error (kept on the campaign), '' = none
 -- ARGV[14] quarantine reason: '' = none; else the remaining recipients fail with it, counted in the
 --          campaign's failed and quarantined (see begin.lua)
+-- ARGV[15] cancelled: recipients that ended without a request (their rows are in ARGV[8]; '' = 0)
 -- Returns {1, campaign_state} or {0, ''} when the execution no longer owns the batch.
 -- Recording ends the run of executions without an outcome that begin counts toward a quarantine.
 local now = clock_ms(ARGV[1])
@@ -29,6 +30,8 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[3] then return {0, ''} end
 local sent, failed = tonumber(ARGV[4]), tonumber(ARGV[5])
 if sent > 0 then redis.call('HINCRBY', KEYS[4], 'sent', sent) end
 if failed > 0 then redis.call('HINCRBY', KEYS[4], 'failed', failed) end
+local cancelled = tonumber(ARGV[15] or '0') or 0
+if cancelled > 0 then redis.call('HINCRBY', KEYS[4], 'cancelled', cancelled) end
 if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[4], 'sms', ARGV[6]) end
 if tonumber(ARGV[7]) > 0 then redis.call('HINCRBY', KEYS[4], 'cost_milli', ARGV[7]) end
 append_rows(KEYS[1], ARGV[8])
