@@ -56,6 +56,11 @@ key                             type    TTL    written by                       
                                                deleted when the dry run ends
 ``{ns}:c:<cid>:parked``         SET     -      begin (paused campaign/stopped      resume
                                                account)
+``{ns}:c:<cid>:budget``         HASH    7 d    budget reserve (batch ref ->        budget reserve
+                                               milli reserved by the batch's
+                                               request in flight), release; the
+                                               TTL is renewed by every reserve
+                                               (``scheduler.budget``)
 ``{ns}:b:<cid>:<n>``            HASH    -      create (stage, due), ledger         worker, report,
                                                scripts, recovery, controls         delivery
                                                (fields: see below)
@@ -88,6 +93,11 @@ key                             type    TTL    written by                       
 ``{ns}:wh:dead``                ZSET    -      webhook sender: events given up     status, operator
                                                (id -> ms); their content stays in
                                                ``{ns}:wh:ev``
+``{ns}:stop``                   HASH    -      stop list (``scheduler.stoplist``,  intake filter,
+                                               CLI ``stoplist``, auto-stop):       send-time filter,
+                                               stop key (the digits the provider   CLI ``stoplist``
+                                               delivers to) -> ``added_ms|source|
+                                               reason``
 ==============================  ======  =====  ==================================  ===================
 
 The campaign HASH ``{ns}:c:<cid>`` (every time in ms of the server's clock):
@@ -244,6 +254,10 @@ class Keys:
     def parked(self, cid: str) -> str:
         return f"{self.prefix}c:{cid}:parked"
 
+    def budget(self, cid: str) -> str:
+        """The campaign's budget reservations (HASH: batch ref -> milli), :mod:`scheduler.budget`."""
+        return f"{self.prefix}c:{cid}:budget"
+
     def batch(self, ref: str) -> str:
         return f"{self.prefix}b:{ref}"
 
@@ -286,6 +300,12 @@ class Keys:
     @property
     def webhook_dead(self) -> str:
         return self.prefix + "wh:dead"
+
+    # -- stop list (scheduler.stoplist) ------------------------------------------------------------
+    @property
+    def stoplist(self) -> str:
+        """The namespace's stop list (HASH: stop key -> ``added_ms|source|reason``)."""
+        return self.prefix + "stop"
 
     # -- login keys (shared by every namespace) ----------------------------------------------------
     def account(self, login: str) -> str:
