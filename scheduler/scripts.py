@@ -25,6 +25,7 @@ SCRIPT_NAMES = (
     "account",
     "acquire",
     "begin",
+    "budget",
     "cancel",
     "claim",
     "create",
@@ -95,6 +96,8 @@ class Scripts:
         self.quiet: Script[int] = Script(client, "quiet")
         self.rate: Script[int] = Script(client, "rate")
         self.status_slot: Script[int] = Script(client, "status_slot")
+        # budget (scheduler.budget)
+        self.budget: Script[list[Text | int]] = Script(client, "budget")
         # intake (scheduler.campaigns)
         self.intake: Script[Text | int] = Script(client, "intake")
         self.create: Script[list[Text | int] | int] = Script(client, "create")
