@@ -10,10 +10,19 @@ from hypothesis import strategies as st
 
 from worker.smsc import encoding
 from worker.smsc.encoding import (
+    EXPLAIN_MAX_CHARS,
     GSM_BASIC,
     GSM_EXTENDED,
+    SHORT_LINK_PREFIX,
     Segments,
+    Ucs2Explain,
+    count_parts,
     count_segments,
+    delivered_text,
+    explain_ucs2,
+    shorten_links,
+    transliterate,
+    truncate_to_parts,
     validate_message,
     validate_sender,
 )
@@ -25,11 +34,20 @@ CYRILLIC = "Привет мир, это тест"
 def test_public_surface_is_pinned() -> None:
     assert sorted(encoding.__all__) == sorted(
         [
+            "EXPLAIN_MAX_CHARS",
             "GSM_BASIC",
             "GSM_EXTENDED",
             "MAX_MESSAGE_CHARS",
+            "SHORT_LINK_PREFIX",
             "Segments",
+            "Ucs2Explain",
+            "count_parts",
             "count_segments",
+            "delivered_text",
+            "explain_ucs2",
+            "shorten_links",
+            "transliterate",
+            "truncate_to_parts",
             "validate_message",
             "validate_sender",
         ]
@@ -169,3 +187,116 @@ def test_invalid_senders_are_refused_with_a_one_line_reason(name: str, why: str)
     message = str(info.value)
     assert why in message
     assert "\n" not in message
+
+
+# -- what the provider bills with the options: translit, tinyurl, maxsms --------------------------------
+
+RUSSIAN = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"
+
+
+def test_translit_reproduces_the_providers_two_examples() -> None:
+    # seed/smsc-send-api.txt: 1 - "translit", 2 - "mpaHc/Ium" (both of the word "транслит").
+    assert transliterate("транслит", 1) == "translit"
+    assert transliterate("транслит", 2) == "mpaHc/Ium"
+    assert transliterate("транслит", 0) == "транслит"
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_every_cyrillic_letter_becomes_gsm7(mode: int) -> None:
+    letters = RUSSIAN + RUSSIAN.upper() + "іїєґўІЇЄҐЎ"
+    for ch in letters:
+        out = transliterate(ch, mode)
+        assert out and count_segments(out).encoding == "gsm7", (ch, out)
+
+
+def test_translit_1_capitals_follow_the_word() -> None:
+    assert transliterate("Жук ЖУК Щи ЩИ Юля", 1) == "Zhuk ZHUK Shhi SHHI Yulya"
+    assert transliterate("Съешь же ещё этих", 1) == "S''esh' zhe eshhyo e'tix"
+
+
+def test_translit_leaves_everything_but_cyrillic_letters() -> None:
+    text = "Hi 😀 «quotes» — №5 {x}"
+    assert transliterate(text, 1) == transliterate(text, 2) == text
+    assert transliterate("Привет 😀", 1) == "Privet 😀"
+    assert count_segments(transliterate("Привет 😀", 1)).encoding == "ucs2"  # the emoji keeps UCS-2
+
+
+def test_an_unknown_translit_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^translit 3: give 0"):
+        transliterate("x", 3)
+
+
+def test_a_hundred_cyrillic_characters_are_two_parts_and_one_after_translit() -> None:
+    text = ("Привет мир, это тест сообщения для проверки длины в сто символов. "
+            "Ещё немного текста тут!!! ок, да!")[:99] + "!"
+    assert len(text) == 100
+    assert count_parts(text) == count_segments(text).parts == 2
+    assert count_parts(text, translit=1) == 1
+    assert count_parts(text, translit=2) == 1
+
+
+def test_maxsms_caps_the_billed_parts_and_cuts_the_delivered_text() -> None:
+    assert count_parts("я" * 300) == 5
+    assert count_parts("я" * 300, maxsms=2) == 2
+    assert count_parts("я" * 300, maxsms=9) == 5
+    assert delivered_text("я" * 300, maxsms=2) == "я" * 134
+    assert truncate_to_parts("a" * 400, 1) == "a" * 160
+    assert truncate_to_parts("a" * 400, 2) == "a" * 306
+    assert truncate_to_parts("short", 1) == "short"
+    # An extension character (2 septets) or an emoji (2 units) is never split at the limit.
+    assert truncate_to_parts("a" * 159 + "€" * 5, 1) == "a" * 159
+    assert truncate_to_parts("я" * 69 + "😀" * 5, 1) == "я" * 69
+    with pytest.raises(ValueError, match="maxsms 0"):
+        count_parts("x", maxsms=0)
+
+
+@given(st.text(min_size=1, max_size=1000), st.integers(min_value=1, max_value=4))
+def test_a_cut_text_is_a_prefix_that_fits_maxsms(text: str, maxsms: int) -> None:
+    cut = truncate_to_parts(text, maxsms)
+    assert text.startswith(cut)
+    assert count_parts(text, maxsms=maxsms) == min(count_segments(text).parts, maxsms)
+    if cut != text:
+        gsm = count_segments(text).encoding == "gsm7"
+        single, multi = (160, 153) if gsm else (70, 67)
+        room = single if maxsms == 1 else multi * maxsms
+        units = sum((2 if (c in GSM_EXTENDED if gsm else ord(c) > 0xFFFF) else 1) for c in cut)
+        assert room - 1 <= units <= room  # full up to a 2-unit character that did not fit
+
+
+def test_tinyurl_replaces_every_link_with_one_of_fixed_length() -> None:
+    text = "Order: https://shop.example.com/orders/123456789?utm=sms, or http://x.ru."
+    short = shorten_links(text)
+    links = [w.rstrip(".,") for w in short.split() if w.startswith(SHORT_LINK_PREFIX)]
+    assert len(links) == 2 and all(len(link) == len(SHORT_LINK_PREFIX) + 6 for link in links)
+    assert short.startswith("Order: " + SHORT_LINK_PREFIX) and short.endswith(".")
+    assert short.count(",") == 1  # the comma after the first link stays in the sentence
+    assert shorten_links(text) == short  # the same link always gets the same code
+    assert shorten_links("no links here") == "no links here"
+    long_link = "See https://example.com/" + "a" * 200
+    assert count_parts(long_link) == 2 and count_parts(long_link, tinyurl=True) == 1
+
+
+def test_explain_ucs2_is_none_for_a_gsm_text() -> None:
+    assert explain_ucs2("Hello {world} €5") is None
+
+
+def test_explain_ucs2_names_the_one_emoji_that_forced_ucs2() -> None:
+    text = "Your code is 123456. Thank you for shopping with us, see you soon! 😀 " + "x" * 60
+    e = explain_ucs2(text)
+    # 129 characters, 130 UTF-16 units: 2 UCS-2 parts; 1 GSM-7 part without the emoji; translit cannot help.
+    assert e == Ucs2Explain(chars=("😀",), more=0, parts=2, parts_without=1, parts_translit1=2, parts_translit2=2)
+
+
+def test_explain_ucs2_names_a_lone_cyrillic_letter_and_what_translit_saves() -> None:
+    text = "Delivery tomorrow between 10:00 and 14:00, courier Иван will call you first. " * 2
+    e = explain_ucs2(text)
+    assert e is not None
+    assert e.chars == ("И", "в", "а", "н")
+    assert (e.parts, e.parts_without, e.parts_translit1, e.parts_translit2) == (3, 1, 1, 1)
+
+
+def test_explain_ucs2_names_at_most_twenty_characters_and_counts_the_rest() -> None:
+    e = explain_ucs2(RUSSIAN)
+    assert e is not None
+    assert e.chars == tuple(RUSSIAN[:EXPLAIN_MAX_CHARS]) and e.more == len(RUSSIAN) - EXPLAIN_MAX_CHARS
+    assert e.parts_without == 0

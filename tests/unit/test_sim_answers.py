@@ -221,7 +221,10 @@ def test_summary_counts_messages_duplicates_requests_and_errors(sim: Simulator, 
     assert summary["balance"] == "999994.00"
     assert sim.phones() == {PHONE: 3, "79991234568": 1}
     assert sim.record(1, 1) == [{"ts_ms": int(clock.now * 1000), "login": "demo", "id": "1",
-                                 "phone": "79991234568", "text": "a", "parts": 1, "flood": False}]
+                                 "phone": "79991234568", "text": "a", "parts": 1, "flood": False,
+                                 "delivered": "a", "options": {"translit": 0, "tinyurl": False, "flash": False,
+                                                               "valid": None, "maxsms": None},
+                                 "sender": None}]
     sim.reset()
     assert sim.summary()["messages"] == 0 and sim.summary()["requests"] == 0 and sim.record() == []
 

@@ -18,6 +18,7 @@ from worker.smsc.client import SmscClient
 from worker.smsc.encoding import validate_message
 from worker.smsc.requests import (
     SECRET_PARAMS,
+    SendOptions,
     balance_params,
     cost_params,
     encode_list,
@@ -50,7 +51,10 @@ def test_requests_public_surface_is_pinned() -> None:
     assert sorted(requests.__all__) == sorted(
         [
             "SECRET_PARAMS",
+            "AnyLine",
             "Line",
+            "SendOptions",
+            "SenderLine",
             "balance_params",
             "cost_params",
             "encode_list",
@@ -186,7 +190,7 @@ def test_cost_params_ask_only_for_the_cost() -> None:
 def test_send_params_refuse_what_the_provider_would_refuse(kwargs: dict[str, str], match: str) -> None:
     text = kwargs.pop("text", "Hi")
     with pytest.raises(ValueError, match=match):
-        send_params(lines=[(["79990000001"], text)], **kwargs)
+        send_params(lines=[(["79990000001"], text)], request_id=kwargs["request_id"], sender=kwargs.get("sender"))
 
 
 def test_send_params_accept_the_largest_numeric_and_longest_string_ids() -> None:
@@ -237,3 +241,168 @@ def test_fingerprint_separates_requests_that_differ() -> None:
     fps = {fingerprint("acct", p) for p in (base, other_text, other_id, escaped, newline)}
     fps.add(fingerprint("other", base))
     assert len(fps) == 6
+
+
+# -- a campaign's options (SendOptions) ------------------------------------------------------------------
+
+
+def test_default_options_send_nothing_and_leave_every_request_as_it_was() -> None:
+    assert SendOptions().params() == {}
+    lines = [(["79990000001"], "Hi")]
+    plain = send_params(lines=lines, request_id="1", sender="ACME")
+    assert send_params(lines=lines, request_id="1", sender="ACME", options=SendOptions()) == plain
+    assert send_params(lines=lines, request_id="1", sender="ACME", options=None) == plain
+    assert cost_params(lines=lines, options=SendOptions()) == cost_params(lines=lines)
+
+
+def test_options_add_their_fields_and_the_fingerprint_covers_them() -> None:
+    lines = [(["79990000001"], "Hi")]
+    options = SendOptions(translit=1, tinyurl=True, flash=True, valid="12", maxsms=3)
+    params = send_params(lines=lines, request_id="1", options=options)
+    assert {k: params[k] for k in ("translit", "tinyurl", "flash", "valid", "maxsms")} == {
+        "translit": "1", "tinyurl": "1", "flash": "1", "valid": "12", "maxsms": "3"}
+    assert cost_params(lines=lines, options=SendOptions(maxsms=2))["maxsms"] == "2"
+    plain = send_params(lines=lines, request_id="1")
+    assert fingerprint("acc", params) != fingerprint("acc", plain)
+    assert fingerprint("acc", send_params(lines=lines, request_id="1", options=SendOptions(translit=2))) != (
+        fingerprint("acc", send_params(lines=lines, request_id="1", options=SendOptions(translit=1))))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"translit": "1"}, SendOptions(translit=1)),
+        ({"translit": 2}, SendOptions(translit=2)),
+        ({"translit": None}, SendOptions()),
+        ({"tinyurl": "yes", "flash": 1}, SendOptions(tinyurl=True, flash=True)),
+        ({"tinyurl": "0", "flash": False}, SendOptions()),
+        ({"valid": "24"}, SendOptions(valid="24")),
+        ({"valid": 1}, SendOptions(valid="1")),
+        ({"valid": "07"}, SendOptions(valid="7")),
+        ({"valid": "1:30"}, SendOptions(valid="01:30")),
+        ({"valid": "00:01"}, SendOptions(valid="00:01")),
+        ({"valid": "24:00"}, SendOptions(valid="24:00")),
+        ({"valid": ""}, SendOptions()),
+        ({"maxsms": "3"}, SendOptions(maxsms=3)),
+        ({"maxsms": 1}, SendOptions(maxsms=1)),
+    ],
+)
+def test_send_options_parse_loose_input_to_the_providers_values(kwargs: dict[str, object],
+                                                                  expected: SendOptions) -> None:
+    assert SendOptions.parse(**kwargs) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"valid": "25"}, "--valid 25: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"valid": 0}, "--valid 0: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"valid": "00:00"}, "--valid 00:00: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"valid": "24:01"}, "--valid 24:01: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"valid": "12:60"}, "--valid 12:60: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"valid": "2h"}, "--valid 2h: give 1-24 hours or hh:mm from 00:01 to 24:00"),
+        ({"translit": "3"}, "--translit 3: give 0 (none), 1 (translit) or 2 (look-alike characters)"),
+        ({"translit": True}, "--translit True: give 0 (none), 1 (translit) or 2 (look-alike characters)"),
+        ({"tinyurl": "maybe"}, "--tinyurl maybe: give 0 or 1"),
+        ({"flash": 2}, "--flash 2: give 0 or 1"),
+        ({"maxsms": "0"}, "--maxsms 0: give a whole number of SMS parts, 1 or more"),
+        ({"maxsms": "-2"}, "--maxsms -2: give a whole number of SMS parts, 1 or more"),
+        ({"maxsms": "1.5"}, "--maxsms 1.5: give a whole number of SMS parts, 1 or more"),
+    ],
+)
+def test_send_options_refuse_bad_values_with_one_line_naming_the_option(kwargs: dict[str, object],
+                                                                        message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        SendOptions.parse(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_send_options_built_directly_are_checked_too() -> None:
+    with pytest.raises(ValueError, match="--translit 5"):
+        SendOptions(translit=5)
+    with pytest.raises(ValueError, match="--valid 1:30"):
+        SendOptions(valid="1:30")  # the stored form is 01:30
+    with pytest.raises(ValueError, match="--maxsms 0"):
+        SendOptions(maxsms=0)
+
+
+def test_send_options_round_trip_through_json_for_the_campaign_hash() -> None:
+    options = SendOptions(translit=2, tinyurl=True, flash=False, valid="00:30", maxsms=4)
+    stored = options.to_json()
+    assert stored == '{"flash":false,"maxsms":4,"tinyurl":true,"translit":2,"valid":"00:30"}'
+    assert SendOptions.from_json(stored) == options
+    assert SendOptions.from_json(SendOptions().to_json()) == SendOptions()
+    assert SendOptions.from_json(None) == SendOptions.from_json("") == SendOptions()
+    assert SendOptions.from_json('{"maxsms": 2}') == SendOptions(maxsms=2)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SendOptions.from_json("{nope")
+    with pytest.raises(ValueError, match="unknown field"):
+        SendOptions.from_json('{"colour": "red"}')
+    with pytest.raises(ValueError, match="--valid 99"):
+        SendOptions.from_json('{"valid": "99"}')
+
+
+def test_counting_gives_the_options_that_change_the_bill() -> None:
+    options = SendOptions(translit=1, tinyurl=True, flash=True, valid="3", maxsms=2)
+    assert options.counting() == {"translit": 1, "tinyurl": True, "maxsms": 2}
+
+
+# -- per-line senders ----------------------------------------------------------------------------------
+
+
+def test_one_text_and_one_sender_keep_the_phones_and_mes_form() -> None:
+    lines = [(["79990000001"], "Hi", "Shop A"), (["79990000002"], "Hi", "Shop A")]
+    params = send_params(lines=lines, request_id="1")
+    assert (params["phones"], params["mes"], params["sender"]) == ("79990000001,79990000002", "Hi", "Shop A")
+    assert "list" not in params
+    # A line's sender equal to the request's, or absent, is the request's.
+    mixed = send_params(lines=[(["79990000001"], "Hi", "ACME"), (["79990000002"], "Hi", None)],
+                        request_id="1", sender="ACME")
+    assert (mixed["phones"], mixed["sender"]) == ("79990000001,79990000002", "ACME")
+
+
+def test_different_senders_go_in_the_list_lines() -> None:
+    lines = [(["79990000001"], "Hi", "Shop A"), (["79990000002", "79990000003"], "Hi", None),
+             (["79990000004"], "Bye", "ACME")]
+    params = send_params(lines=lines, request_id="1", sender="ACME")
+    assert params["sender"] == "ACME"
+    assert params["list"] == "Shop A|79990000001:Hi\n79990000002,79990000003:Hi\n79990000004:Bye"
+    read = parse_lines(wire(params))
+    assert [(list(r.phones), r.text, r.sender) for r in read] == [
+        (["79990000001"], "Hi", "Shop A"), (["79990000002", "79990000003"], "Hi", None),
+        (["79990000004"], "Bye", None)]  # None: the request's sender, ACME
+
+
+@pytest.mark.parametrize("sender", ["Магазин", "a:b", "a|b", "ABCDEFGHIJKL", ""])
+def test_a_per_line_sender_the_provider_refuses_is_refused(sender: str) -> None:
+    with pytest.raises(ValueError, match="sender"):
+        send_params(lines=[(["79990000001"], "Hi", sender), (["79990000002"], "Hi")], request_id="1")
+
+
+def test_a_sender_with_a_space_at_an_end_cannot_travel_in_a_list() -> None:
+    with pytest.raises(ValueError, match="space at an end"):
+        send_params(lines=[(["79990000001"], "Hi", " ACME"), (["79990000002"], "Hi")], request_id="1")
+    # Alone it goes as the sender field, unchanged.
+    assert send_params(lines=[(["79990000001"], "Hi", " ACME")], request_id="1")["sender"] == " ACME"
+
+
+@pytest.mark.parametrize("text", ["C:\\new", "one\r\ntwo"])
+def test_a_per_line_sender_does_not_make_a_list_carry_what_it_cannot(text: str) -> None:
+    with pytest.raises(ValueError, match="cannot travel in a list request exactly"):
+        send_params(lines=[(["79990000001"], text, "Shop A"), (["79990000002"], text, "Shop B")], request_id="1")
+
+
+_LIST_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\\\r"),
+                     min_size=1, max_size=80).filter(lambda t: t.strip())
+
+
+@given(st.lists(st.tuples(_LIST_TEXT, st.sampled_from(["ACME", "Shop A", "Bank 24", "x.y-z_1", None])),
+                min_size=2, max_size=5))
+def test_any_list_with_senders_reads_back_exactly(items: list[tuple[str, str | None]]) -> None:
+    lines = [([f"7999000{1000 + i}"], text, sender) for i, (text, sender) in enumerate(items)]
+    params = send_params(lines=lines, request_id="1")
+    if "list" not in params:  # one text and one sender
+        assert {params["mes"]} == {text for text, _ in items}
+        return
+    read = parse_lines(wire(params))
+    assert [(r.text, r.sender) for r in read] == items

@@ -7,6 +7,14 @@ as ``smsc-http-api.md`` describes, enforces and **counts** the provider's anti-a
 injects faults, and records every accepted message compactly (about 40 bytes a message plus one entry
 per distinct phone, so a million messages fit in a couple of hundred megabytes).
 
+Message options are billed as the provider bills them (:mod:`worker.smsc.encoding`: the same model the
+client counts with, since the provider publishes no tables): ``tinyurl=1`` shortens every link,
+``translit=1|2`` transliterates, then the parts are counted and ``maxsms=N`` cuts the text to N parts;
+``cnt``, the cost and the record follow the delivered text. ``translit``, ``tinyurl``, ``flash``,
+``valid`` and ``maxsms`` outside their documented values are error 1, as strictly as documented
+(:func:`worker.sim.rules.parse_options`). The record keeps the text as received, byte for byte, beside
+the delivered one and the options.
+
 Timing model: a request is *in flight* from its arrival (:meth:`Simulator.arrive`, where the concurrency
 limits are judged) until its answer is ready (:meth:`SimRequest.finish`). Its processing time — the
 configured latency, plus ``slow_accept_s`` for the slow share of the send requests — is spent before the
@@ -34,7 +42,7 @@ from worker.sim import rules
 from worker.sim.config import SimConfig
 from worker.sim.push import PostFn, Pusher
 from worker.sim.state import Ledger, Windows
-from worker.smsc.encoding import count_segments
+from worker.smsc.encoding import count_segments, delivered_text
 
 __all__ = ["BREACHES", "SimConfig", "SimRequest", "SimResponse", "Simulator"]
 
@@ -394,6 +402,7 @@ class Simulator:
             message_id = str(next(self._auto_ids))
         try:
             lines = rules.parse_lines(params)
+            options = rules.parse_options(params)
             if "time" in params and params["time"].strip() and not rules.valid_time(params["time"]):
                 raise rules.ParamError(5, "invalid time")
         except rules.ParamError as exc:
@@ -412,8 +421,23 @@ class Simulator:
         price = cfg.price_per_part
         outcomes: list[rules.Outcome] = []
         accepted: list[tuple[str, str, int]] = []  # (digits, text, parts)
+        variants: list[tuple[str, rules.MessageOptions] | None] = []  # (delivered text, options) when given
+        senders: list[str | None] = []
+        plain = options.default
+        request_sender = params.get("sender")
+        any_sender = request_sender is not None or any(line.sender is not None for line in lines)
         for line in lines:
-            parts = self._ledger.parts_of(line.text, count_segments)
+            line_sender = line.sender if line.sender is not None else request_sender
+            variant: tuple[str, rules.MessageOptions] | None = None
+            if plain:
+                parts = self._ledger.parts_of(line.text, count_segments)
+            else:
+                delivered = delivered_text(line.text, translit=options.translit, tinyurl=options.tinyurl)
+                parts = count_segments(delivered).parts
+                if options.maxsms is not None and parts > options.maxsms:
+                    parts = options.maxsms
+                    delivered = delivered_text(delivered, maxsms=options.maxsms)
+                variant = (delivered, options)
             for raw in line.phones:
                 digits = rules.provider_phone(raw, autocorrect=cfg.autocorrect)
                 if digits is None:
@@ -423,6 +447,8 @@ class Simulator:
                 else:
                     outcomes.append(rules.Outcome(digits, price * parts, 0, 0))
                     accepted.append((digits, line.text, parts))
+                    variants.append(variant)
+                    senders.append(line_sender)
         if not accepted:
             code = 7 if all(o.error == 7 for o in outcomes) else 8
             raise _Answer(code, message_id=message_id)
@@ -442,7 +468,8 @@ class Simulator:
             raise _Answer(3, message_id=message_id)
         self._balance -= total
         self._windows.remember_send(fingerprint, now_ms)
-        floods = self._ledger.add_request(now_ms, login, message_id, accepted)
+        floods = self._ledger.add_request(now_ms, login, message_id, accepted, None if plain else variants,
+                                          senders if any_sender else None)
         self._breaches["flood"] += floods
         delivery = cfg.delivery
         if delivery.enabled and delivery.push_url:
@@ -554,7 +581,10 @@ class Simulator:
             }
 
     def record(self, offset: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
-        """A page of accepted messages, oldest first: ts_ms, login, id, phone, text, parts, flood."""
+        """A page of accepted messages, oldest first: ts_ms, login, id, phone, text (as received, byte for
+        byte), parts (billed), flood, delivered (the text after tinyurl, translit and maxsms), options
+        (``translit``, ``tinyurl``, ``flash``, ``valid``, ``maxsms`` as the request gave them) and sender
+        (the ``list`` line's, else the request's; ``None`` when none was given)."""
         with self._lock:
             return self._ledger.page(offset, limit)
 

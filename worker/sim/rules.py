@@ -21,6 +21,7 @@ __all__ = [
     "MAX_ID",
     "MAX_MES_CHARS",
     "Line",
+    "MessageOptions",
     "Outcome",
     "ParamError",
     "SendAnswer",
@@ -31,6 +32,7 @@ __all__ = [
     "money",
     "normalize_phone",
     "parse_lines",
+    "parse_options",
     "provider_phone",
     "send_body",
     "status_body",
@@ -69,6 +71,9 @@ _TIME_FORMS = (
     re.compile(r"0\d+"),  # 0ts (and "0" = now)
     re.compile(r"\+\d+"),  # +m
 )
+_VALID_HOURS = re.compile(r"[0-9]{1,2}")
+_VALID_CLOCK = re.compile(r"([0-9]{2}):([0-9]{2})")
+_MAXSMS = re.compile(r"[0-9]{1,9}")
 
 
 class ParamError(ValueError):
@@ -86,6 +91,28 @@ class Line:
     phones: tuple[str, ...]
     text: str
     sender: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageOptions:
+    """The send.php options that shape a message: ``translit``, ``tinyurl``, ``flash``, ``valid``, ``maxsms``."""
+
+    translit: int = 0
+    tinyurl: bool = False
+    flash: bool = False
+    valid: str | None = None
+    maxsms: int | None = None
+
+    @property
+    def default(self) -> bool:
+        return self == _DEFAULT_OPTIONS
+
+    def as_dict(self) -> dict[str, object]:
+        return {"translit": self.translit, "tinyurl": self.tinyurl, "flash": self.flash, "valid": self.valid,
+                "maxsms": self.maxsms}
+
+
+_DEFAULT_OPTIONS: Final = MessageOptions()
 
 
 @dataclass(frozen=True)
@@ -168,6 +195,47 @@ def valid_sender(name: str) -> bool:
 def valid_time(value: str) -> bool:
     """One of the documented ``time`` forms (the simulator sends at once whatever the form)."""
     return any(form.fullmatch(value.strip()) for form in _TIME_FORMS)
+
+
+def _switch(params: Mapping[str, str], name: str, values: str) -> int:
+    """A small-integer option: absent = 0, else exactly one of ``values`` (``"01"``, ``"012"``)."""
+    value = params.get(name)
+    if value is None:
+        return 0
+    if len(value) != 1 or value not in values:
+        raise ParamError(1, f"{name} must be one of {', '.join(values)}")
+    return int(value)
+
+
+def parse_options(params: Mapping[str, str]) -> MessageOptions:
+    """The message options of a send request, as strictly as documented, else :class:`ParamError` (error 1).
+
+    ``translit`` 0/1/2, ``tinyurl`` and ``flash`` 0/1, ``valid`` 1..24 (hours) or ``hh:mm`` 00:01..24:00,
+    ``maxsms`` a whole number from 1. An option present but empty, or any other spelling (``"yes"``,
+    ``" 1"``, ``"25"``, ``"0:30"``), is an error: the provider documents these values and no others.
+    """
+    translit = _switch(params, "translit", "012")
+    tinyurl = _switch(params, "tinyurl", "01") == 1
+    flash = _switch(params, "flash", "01") == 1
+    valid = params.get("valid")
+    if valid is not None:
+        clock = _VALID_CLOCK.fullmatch(valid)
+        if _VALID_HOURS.fullmatch(valid):
+            ok = 1 <= int(valid) <= 24
+        elif clock is not None:
+            minutes = int(clock.group(1)) * 60 + int(clock.group(2))
+            ok = int(clock.group(2)) < 60 and 1 <= minutes <= 24 * 60
+        else:
+            ok = False
+        if not ok:
+            raise ParamError(1, "valid must be 1..24 hours or hh:mm from 00:01 to 24:00")
+    maxsms: int | None = None
+    raw_max = params.get("maxsms")
+    if raw_max is not None:
+        if not _MAXSMS.fullmatch(raw_max) or int(raw_max) < 1:
+            raise ParamError(1, "maxsms must be a whole number from 1")
+        maxsms = int(raw_max)
+    return MessageOptions(translit, tinyurl, flash, valid, maxsms)
 
 
 def _split_phones(field: str) -> tuple[str, ...]:

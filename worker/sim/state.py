@@ -2,12 +2,13 @@
 
 Neither class locks: :class:`worker.sim.core.Simulator` calls them under its lock.
 
-Sizes, for a million messages: the record is columnar (``array`` columns, about 30 bytes a message,
-texts interned once), a phone is the integer ``int("1" + digits)`` (the leading 1 keeps leading zeros),
-and one dict entry per distinct phone packs into one int its message count, its flood chain (last
-message ms and length) and its first text, so ``duplicates``, ``/_sim/phones`` and the flood rule need
-no second index (measured: ~150 MB for a million messages to a million phones with one text). The
-request windows are pruned once a minute (of the injected clock), so they only hold the last minute.
+Sizes, for a million messages: the record is columnar (``array`` columns, about 38 bytes a message;
+texts, delivered texts, option sets and senders interned once), a phone is the integer
+``int("1" + digits)`` (the leading 1 keeps leading zeros), and one dict entry per distinct phone packs
+into one int its message count, its flood chain (last message ms and length) and its first text, so
+``duplicates``, ``/_sim/phones`` and the flood rule need no second index (measured: ~150 MB for a
+million messages to a million phones with one text, before the option and sender columns). The request
+windows are pruned once a minute (of the injected clock), so they only hold the last minute.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-from worker.sim.rules import normalize_phone
+from worker.sim.rules import MessageOptions, normalize_phone
 
 __all__ = ["FLOOD_CHAIN_MAX", "WINDOW_MS", "Ledger", "Windows"]
 
@@ -34,6 +35,8 @@ _CHAIN_MASK: Final = (1 << 16) - 1
 _LAST_SHIFT: Final = 48
 _LAST_MASK: Final = (1 << 48) - 1
 _COUNT_SHIFT: Final = 96
+_UNKNOWN_PARTS: Final = 0xFFFF  # a text recorded only with options: its plain parts not yet counted
+_AS_SENT: Final = 0xFFFFFFFF  # the delivered text is the text as received (no option changed it)
 
 
 class _Segmented(Protocol):
@@ -51,7 +54,12 @@ def phone_digits(code: int) -> str:
 
 
 class Ledger:
-    """Every accepted message (ts_ms, login, id, phone, text, parts, flood flag), stored by column."""
+    """Every accepted message (ts_ms, login, id, phone, text, parts, flood flag, sender, and what the options
+    made of it: the delivered text and the options), stored by column.
+
+    ``text`` is the text as received; ``parts`` what was billed for it. A message sent without options
+    costs nothing more than before (the delivered text is the received one, option set 0).
+    """
 
     def __init__(self) -> None:
         self._ts = array("q")
@@ -61,6 +69,15 @@ class Ledger:
         self._text = array("I")
         self._parts = array("H")
         self._flood = bytearray()
+        self._delivered = array("I")  # index into _delivered_texts, or _AS_SENT
+        self._options = array("H")  # index into _option_sets (0: the defaults)
+        self._sender = array("H")  # index into _senders (0: none given, the account's default)
+        self._senders: list[str | None] = [None]
+        self._sender_index: dict[str | None, int] = {None: 0}
+        self._delivered_texts: list[str] = []
+        self._delivered_index: dict[str, int] = {}
+        self._option_sets: list[MessageOptions] = [MessageOptions()]
+        self._option_index: dict[MessageOptions, int] = {MessageOptions(): 0}
         self._logins: list[str] = []
         self._login_index: dict[str, int] = {}
         self._texts: list[str] = []
@@ -81,22 +98,46 @@ class Ledger:
     def parts_of(self, text: str, count: Callable[[str], _Segmented]) -> int:
         """SMS parts of ``text`` (cached for texts already recorded)."""
         index = self._text_index.get(text)
-        if index is not None:
+        if index is not None and self._text_parts[index] != _UNKNOWN_PARTS:
             return self._text_parts[index]
         return count(text).parts
 
     def _intern_text(self, text: str, parts: int) -> int:
+        """The index of ``text``; ``parts`` are its parts without options (``_UNKNOWN_PARTS``: not counted)."""
         index = self._text_index.get(text)
         if index is None:
             index = len(self._texts)
             self._texts.append(text)
             self._text_index[text] = index
-            self._text_parts.append(min(parts, 0xFFFF))
+            self._text_parts.append(min(parts, _UNKNOWN_PARTS))
+        elif parts != _UNKNOWN_PARTS and self._text_parts[index] == _UNKNOWN_PARTS:
+            self._text_parts[index] = min(parts, _UNKNOWN_PARTS - 1)
         return index
 
+    def _intern_variant(self, delivered: str | None, options: MessageOptions | None) -> tuple[int, int]:
+        if options is None or delivered is None:
+            return _AS_SENT, 0
+        delivered_no = self._delivered_index.get(delivered)
+        if delivered_no is None:
+            delivered_no = self._delivered_index[delivered] = len(self._delivered_texts)
+            self._delivered_texts.append(delivered)
+        options_no = self._option_index.get(options)
+        if options_no is None:
+            options_no = self._option_index[options] = len(self._option_sets)
+            self._option_sets.append(options)
+        return delivered_no, options_no
+
     def add_request(self, now_ms: int, login: str, message_id: str,
-                    accepted: Sequence[tuple[str, str, int]]) -> int:
-        """Record one accepted request's messages ``(digits, text, parts)``; return the flood breaches."""
+                    accepted: Sequence[tuple[str, str, int]],
+                    variants: Sequence[tuple[str, MessageOptions] | None] | None = None,
+                    senders: Sequence[str | None] | None = None) -> int:
+        """Record one accepted request's messages ``(digits, text, parts)``; return the flood breaches.
+
+        ``variants`` (one per message, or ``None`` for all): ``(delivered text, options)`` of a message the
+        options changed or were given for; ``None``: the text was delivered as received, no options.
+        ``senders`` (one per message, or ``None`` for all): the sender the message went with (its ``list``
+        line's, else the request's; ``None``: none given).
+        """
         login_no = self._login_index.setdefault(login, len(self._logins))
         if login_no == len(self._logins):
             self._logins.append(login)
@@ -105,9 +146,15 @@ class Ledger:
         self._request_start.append(len(self._ts))
         self._by_id.setdefault(message_id, []).append(request_no)
         floods = 0
-        for digits, text, parts in accepted:
+        for n, (digits, text, parts) in enumerate(accepted):
             code = phone_code(digits)
-            text_no = self._intern_text(text, parts)
+            variant = variants[n] if variants is not None else None
+            if variant is None:
+                text_no = self._intern_text(text, parts)
+                delivered_no, options_no = _AS_SENT, 0
+            else:
+                text_no = self._intern_text(text, _UNKNOWN_PARTS)
+                delivered_no, options_no = self._intern_variant(*variant)
             flood = self._count_phone(code, text_no, now_ms)
             floods += flood
             self._ts.append(now_ms)
@@ -117,6 +164,14 @@ class Ledger:
             self._text.append(text_no)
             self._parts.append(min(parts, 0xFFFF))
             self._flood.append(flood)
+            self._delivered.append(delivered_no)
+            self._options.append(options_no)
+            sender = senders[n] if senders is not None else None
+            sender_no = self._sender_index.get(sender)
+            if sender_no is None:
+                sender_no = self._sender_index[sender] = len(self._senders)
+                self._senders.append(sender)
+            self._sender.append(sender_no)
         self.flagged += floods
         return floods
 
@@ -181,6 +236,10 @@ class Ledger:
                 "text": self._texts[self._text[i]],
                 "parts": self._parts[i],
                 "flood": bool(self._flood[i]),
+                "delivered": (self._texts[self._text[i]] if self._delivered[i] == _AS_SENT
+                              else self._delivered_texts[self._delivered[i]]),
+                "options": self._option_sets[self._options[i]].as_dict(),
+                "sender": self._senders[self._sender[i]],
             }
             for i in range(max(offset, 0), end)
         ]
