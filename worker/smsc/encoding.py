@@ -83,10 +83,12 @@ MAX_MESSAGE_CHARS: Final = 1000
 _GSM_SINGLE, _GSM_MULTI = 160, 153
 _UCS2_SINGLE, _UCS2_MULTI = 70, 67
 
-# One regex search (C speed) finds the first character outside GSM 03.38; str.count the extension ones.
-# A pure-Python loop over the characters took 3.6 µs for a 60-character Cyrillic text; this takes ~0.5.
+# Two regexes (C speed) instead of a loop over the characters: one finds the first character outside
+# GSM 03.38, one the extension characters. A million texts go through count_segments at intake: a
+# 60-character text took 3.5 µs (Cyrillic) / 1.7 µs (Latin) with the loop, ~1.0 µs either way now,
+# half of it building the Segments.
 _NOT_GSM = re.compile("[^" + re.escape("".join(sorted(GSM_BASIC | GSM_EXTENDED))) + "]")
-_EXTENDED_CHARS: Final = tuple(sorted(GSM_EXTENDED))
+_EXTENDED_RE = re.compile("[" + re.escape("".join(sorted(GSM_EXTENDED))) + "]")
 
 # Sender name: Latin letters, digits, spaces and ".-_&", at most 11; or a numeric sender of up to 15 digits.
 _SENDER_ALPHA = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
@@ -118,7 +120,7 @@ def _parts(units: int, single: int, multi: int) -> int:
 def count_segments(text: str) -> Segments:
     """Count the SMS parts of ``text`` (GSM 03.38 when it fits the alphabet, else UCS-2)."""
     if _NOT_GSM.search(text) is None:
-        septets = len(text) + sum(map(text.count, _EXTENDED_CHARS))
+        septets = len(text) + len(_EXTENDED_RE.findall(text))
         return Segments("gsm7", len(text), septets, _parts(septets, _GSM_SINGLE, _GSM_MULTI))
     # UTF-16 code units: one per BMP character, two (a surrogate pair) above U+FFFF.
     units = len(text.encode("utf-16-le", "surrogatepass")) // 2
