@@ -8,7 +8,8 @@
   ======================  ========================================================================
   ``GET /_sim/summary``   :meth:`Simulator.summary` (JSON object)
   ``GET /_sim/record``    ``?offset=0&limit=1000`` (limit at most 100000): JSON list of
-                          ``{"ts_ms", "login", "id", "phone", "text", "parts", "flood"}``
+                          ``{"ts_ms", "login", "id", "phone", "text", "parts", "flood", "delivered",
+                          "options", "sender"}`` (:meth:`Simulator.record`)
   ``GET /_sim/phones``    JSON object phone digits -> accepted messages
   ``GET /_sim/truth``     ``?offset=0&limit=1000``: JSON list of each accepted message's fate
                           ``{"id", "phone", "status", "err", "final_ms", "accepted_ms"}``
