@@ -406,3 +406,9 @@ def test_any_list_with_senders_reads_back_exactly(items: list[tuple[str, str | N
         return
     read = parse_lines(wire(params))
     assert [(r.text, r.sender) for r in read] == items
+
+
+def test_the_requests_sender_is_checked_even_when_every_line_has_its_own() -> None:
+    with pytest.raises(ValueError, match="sender"):
+        send_params(lines=[(["79990000001"], "a", "Shop A"), (["79990000002"], "b", "Shop B")],
+                    request_id="1", sender="Магазин")

@@ -270,6 +270,8 @@ def _message_params(lines: Sequence[AnyLine], sender: str | None, options: SendO
     """``phones`` + ``mes`` when every line has one text and one sender, else ``list`` (module docstring)."""
     if not lines:
         raise ValueError("a request needs at least one line")
+    if sender is not None:
+        validate_sender(sender)
     unpacked: list[tuple[Sequence[str], str, str | None]] = []
     texts: set[str] = set()
     senders: set[str | None] = set()
@@ -281,8 +283,8 @@ def _message_params(lines: Sequence[AnyLine], sender: str | None, options: SendO
             texts.add(text)
         effective = own if own is not None else sender
         if effective not in senders:
-            if effective is not None:
-                validate_sender(effective)
+            if own is not None:
+                validate_sender(own)
             senders.add(effective)
         # In a list, only a sender other than the request's needs its prefix.
         unpacked.append((phones, text, effective if effective != sender else None))
