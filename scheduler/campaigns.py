@@ -21,6 +21,7 @@ Every instant is the Redis server's clock unless a test passes ``now_ms``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -29,11 +30,11 @@ import redis
 
 from scheduler.durability import Durable, wait_durable
 from scheduler.enqueue import (
-    Item,
     CLAIM_LEASE_MS,
     CampaignError,
     CampaignSpec,
     Enqueue,
+    Item,
     Receipt,
     new_campaign_id,
 )
@@ -159,6 +160,15 @@ class Campaigns:
             "quarantined": int(f.get("quarantined", 0) or 0),
             "account_adaptive_cap": adaptive,
             "account_verified": verified,
+            "suppressed": int(f.get("suppressed", 0) or 0),
+            "sms_estimate": int(f.get("sms_estimate", 0) or 0) or int(f.get("parts", 0) or 0) * total,
+            "spent": str(Decimal(int(f.get("cost_milli", 0) or 0)) / 1000),
+            "max_cost": str(Decimal(int(f["max_cost_milli"])) / 1000) if f.get("max_cost_milli") else None,
+            "personal": f.get("personal") == "1",
+            "options": json.loads(f["options"]) if f.get("options") else {},
+            "auto_stop": f.get("auto_stop") == "1",
+            "retry_of": f.get("retry_of") or None,
+            "retries": [r for r in (f.get("retries") or "").split(",") if r],
         }
         if configured_cap is not None:
             cap = configured_cap if adaptive is None else min(configured_cap, max(1, int(adaptive)))

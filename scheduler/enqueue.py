@@ -424,7 +424,7 @@ class Enqueue:
                on_duplicate: Callable[[int, str], None] | None = None,
                stopped: Callable[[list[str]], list[bool]] | None = None,
                on_suppressed: Callable[[int, str], None] | None = None,
-               before_commit: Callable[[IntakeCounts], None] | None = None) -> Receipt:
+               before_commit: Callable[[str, IntakeCounts], None] | None = None) -> Receipt:
         """Enqueue a campaign from (line_no, normalized phone) items (or :class:`Personal` recipients of
         a ``spec.personal`` campaign) and rejected lines, streaming.
 
@@ -432,9 +432,9 @@ class Enqueue:
         raw bytes of the recipients file); without it, the stream itself is digested. ``strict``:
         refuse the whole campaign (CampaignError, nothing queued) if any line was rejected; every
         rejected line still goes to ``on_rejected``. ``on_duplicate``, ``stopped``, ``on_suppressed``:
-        see :func:`deduplicated`. ``before_commit(counts)``: the last word before the commit (a balance
-        check); whatever it raises abandons the campaign, nothing queued. ``now_ms``: only for tests
-        that step time.
+        see :func:`deduplicated`. ``before_commit(cid, counts)``: the last word before the commit, the
+        batches staged (a balance check); whatever it raises abandons the campaign, nothing queued.
+        ``now_ms``: only for tests that step time.
         """
         cid = spec.campaign_id or new_campaign_id()
         if not CAMPAIGN_ID_RE.match(cid):
@@ -500,7 +500,7 @@ class Enqueue:
                 if not spec.personal:
                     n.sms = n.total * spec.parts
                 if before_commit is not None:
-                    before_commit(n)
+                    before_commit(cid, n)
                 plan = spreading.Plan(spec.plan, n.total, now_ms if now_ms is not None else server_time_ms(self.r))
                 refs_due = self._plan(st, plan, now_ms)
             if lease.lost.is_set():

@@ -4,6 +4,11 @@
     receipt = enqueue_campaign(["+79001234567", "79001234568"], "Your code: 4711", sender="MyShop")
     print(receipt.campaign_id, receipt.total, receipt.invalid)
 
+    # a text of its own per recipient: rows and a template (Jinja2's sandbox), or (phone, text) pairs
+    enqueue_campaign([{"phone": "+79001234567", "name": "Anna", "order": "4711"}],
+                     template="{{ name }}, your order {{ order }} ships today")
+    enqueue_campaign([("+79001234567", "Anna, your order 4711 ships today")])
+
 Recipients are streamed (any iterable of strings or whole numbers, a generator of a million numbers
 included), validated and deduplicated; invalid ones are reported through ``on_rejected`` and never
 stop the valid ones. The campaign is sent by the workers (``celery -A worker worker``) as soon as
@@ -18,11 +23,14 @@ normalized numbers of an iterable); another content under an existing id is refu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -31,22 +39,30 @@ import redis
 from scheduler import spreading
 from scheduler.campaigns import CampaignError, Campaigns, CampaignSpec, Receipt
 from scheduler.delivery import DeliveryStore
+from scheduler.enqueue import IntakeCounts, Item
 from scheduler.intake import Rejected, iter_phones_file, iter_recipients, region_error
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
+from scheduler.stoplist import StopList
+from worker import rows as _rows
 from worker.runtime import redis_client
-from worker.settings import Settings, get_settings
-from worker.smsc.encoding import validate_message, validate_sender
+from worker.settings import ConfigError, Settings, get_settings
+from worker.smsc.encoding import count_parts, validate_message, validate_sender
+from worker.smsc.requests import SendOptions
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MAX_REQUEST_BYTES",
+    "QUOTE_SAMPLE",
+    "CampaignOptions",
     "batch_size_for",
     "build_plan",
     "enqueue_campaign",
     "enqueue_file",
+    "enqueue_table",
     "preview_campaign",
     "preview_file",
+    "preview_table",
 ]
 
 #: Recipients per send.php request when SMSC_BATCH_SIZE is not set: large enough that the per-request
@@ -102,42 +118,101 @@ def _plan_source(*, period_h: float | None, freq_min: int | None, at: str | None
             "recipient_time": recipient_time}
 
 
+@dataclass(frozen=True)
+class CampaignOptions:
+    """What a campaign asks beyond its recipients and text: the provider's options, a budget, the
+    stop rules, and its link to the campaign it retries."""
+
+    send: SendOptions = field(default_factory=SendOptions)
+    #: Pause the campaign (reason ``budget``) before a batch would take its spend past this.
+    max_cost: Decimal | None = None
+    #: Enqueue even when the balance does not cover the estimate (it pauses at insufficient funds).
+    allow_partial: bool = False
+    #: Numbers the provider calls invalid (errors 7, 8) go on the stop list.
+    auto_stop: bool = False
+    retry_of: str | None = None
+
+    def fields(self) -> dict[str, str]:
+        """The campaign HASH fields (also part of the content digest)."""
+        out: dict[str, str] = {}
+        if self.send != SendOptions():
+            out["options"] = self.send.to_json()
+        if self.max_cost is not None:
+            out["max_cost_milli"] = str(int(self.max_cost * 1000))
+        if self.allow_partial:
+            out["allow_partial"] = "1"
+        if self.auto_stop:
+            out["auto_stop"] = "1"
+        if self.retry_of:
+            out["retry_of"] = self.retry_of
+        return out
+
+
 class _Prepared:
     """What enqueue and preview share: validated text and sender, the plan on the server's clock."""
 
-    def __init__(self, message: str, *, sender: str | None, campaign_id: str | None, period_h: float | None,
+    def __init__(self, message: str | None, *, sender: str | None, campaign_id: str | None, period_h: float | None,
                  freq_min: int | None, at: str | None, tz_h: float | None, window: str | None,
                  recipient_time: bool, batch_size: int | None, region: str | None, settings: Settings | None,
-                 redis_conn: redis.Redis | None, on_warning: Callable[[str], None] | None) -> None:
+                 redis_conn: redis.Redis | None, on_warning: Callable[[str], None] | None,
+                 options: CampaignOptions | None = None, template: str | None = None) -> None:
         s = settings or get_settings()
-        segments = validate_message(message)
+        self.settings = s
+        opts = options or CampaignOptions()
+        self.options = opts
+        send = opts.send
+        personal = message is None
+        if personal:
+            parts = 0
+        else:
+            assert message is not None
+            validate_message(message)
+            parts = count_parts(message, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
         if sender is not None:
             sender = validate_sender(sender)
+        if opts.max_cost is not None and opts.max_cost <= 0:
+            raise ValueError(f"--max-cost {opts.max_cost}: give a positive amount")
         if region is not None and (error := region_error(region)):
             raise ValueError(f"region: {error}")
         self.conn = redis_conn or redis_client(s.redis_url)
         self.now = server_time_ms(self.conn)
         self.campaigns = Campaigns(self.conn, Keys(s.smsc_namespace))
-        options: dict[str, Any] = {"period_h": period_h, "freq_min": freq_min, "at": at, "tz_h": tz_h,
-                                   "window": window, "recipient_time": recipient_time, "now_ms": self.now}
+        options_: dict[str, Any] = {"period_h": period_h, "freq_min": freq_min, "at": at, "tz_h": tz_h,
+                                    "window": window, "recipient_time": recipient_time, "now_ms": self.now}
         try:
-            plan = build_plan(**options)
+            plan = build_plan(**options_)
         except spreading.PlanError:
             # A retry of a committed campaign whose start has passed since is the same campaign, not a
             # mistake: let the content decide (the plan options as given are what is compared).
             if campaign_id is None or not self._committed(campaign_id):
                 raise
-            plan = build_plan(**options, refuse_past=False)
+            plan = build_plan(**options_, refuse_past=False)
         source = _plan_source(period_h=period_h, freq_min=freq_min, at=at, tz_h=tz_h, window=window,
                               recipient_time=recipient_time)
-        size = batch_size_for(message, segments.parts, setting=batch_size or s.smsc_batch_size)
-        self.spec = CampaignSpec(message=message, parts=segments.parts, account=s.account, sender=sender,
-                                 batch_size=size, plan=plan, campaign_id=campaign_id, plan_source=source)
+        if personal:
+            size = batch_size or s.smsc_batch_size or DEFAULT_BATCH_SIZE
+        else:
+            assert message is not None
+            size = batch_size_for(message, parts, setting=batch_size or s.smsc_batch_size)
+
+        def parts_of(text: str) -> int:
+            return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+
+        self.parts_of = parts_of
+        self.spec = CampaignSpec(message=message if message is not None else (template or ""), parts=parts,
+                                 account=s.account, sender=sender, batch_size=size, plan=plan,
+                                 campaign_id=campaign_id, plan_source=source, personal=personal,
+                                 parts_of=parts_of if personal else None, max_batch_bytes=MAX_REQUEST_BYTES - 4096,
+                                 max_batch_parts=_MAX_PARTS_PER_BATCH, extra=opts.fields())
         self.region = region if region is not None else s.smsc_default_region
+        self.stoplist = StopList(self.conn, self.campaigns.keys, region=self.region)
         if plan is not None and on_warning is not None:
             for warning in plan.warnings:
                 on_warning(warning)
 
+    def hooks(self, on_duplicate: Callable[[int, str], None] | None,
+              on_suppressed: Callable[[int, str], None] | None) -> dict[str, Any]:
+        return {"on_duplicate": on_duplicate, "stopped": self.stoplist.contains, "on_suppressed": on_suppressed}
 
     def _committed(self, cid: str) -> bool:
         try:
@@ -146,35 +221,102 @@ class _Prepared:
             return False
 
 
-def enqueue_campaign(recipients: Recipients, message: str, *, sender: str | None = None,
+def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, template: str | None) -> Iterator[Item]:
+    """The intake stream of what the caller gave: numbers (one text), rows + a template, or pairs."""
+    if message is not None:
+        return iter_recipients(_numbered(recipients), region=p.region)
+    if template is not None:
+        return _rows.iter_dicts(recipients, template=template, region=p.region, check_text=validate_message)
+    return _rows.iter_pairs(recipients, region=p.region, check_text=validate_message)
+
+
+def _check_message_args(message: str | None, template: str | None) -> None:
+    if message is not None and template is not None:
+        raise ValueError("give a message (one text for all) or a template (a text per row), not both")
+
+
+def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None = None, *,
+                     template: str | None = None, sender: str | None = None,
                      campaign_id: str | None = None, period_h: float | None = None,
                      freq_min: int | None = None, at: str | None = None, tz_h: float | None = None,
                      window: str | None = None, recipient_time: bool = False,
                      batch_size: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
                      strict: bool = False, region: str | None = None, settings: Settings | None = None,
                      redis_conn: redis.Redis | None = None, on_warning: Callable[[str], None] | None = None,
-                     recipients_digest: Callable[[], str] | None = None, webhook: str | None = None) -> Receipt:
+                     recipients_digest: Callable[[], str] | None = None, webhook: str | None = None,
+                     options: CampaignOptions | None = None,
+                     on_duplicate: Callable[[int, str], None] | None = None,
+                     on_suppressed: Callable[[int, str], None] | None = None,
+                     _items_override: Iterable[Item] | None = None) -> Receipt:
     """Validate and enqueue a campaign; returns its :class:`~scheduler.campaigns.Receipt`.
 
-    ``ValueError`` (one line) for a bad message, sender or plan — raised before anything is queued;
-    ``CampaignError`` for an id taken by another content, or (``strict``) an input with an invalid
-    line. ``region``: overrides ``SMSC_DEFAULT_REGION``. Recipients are strings or whole numbers
-    (``79001234567``), or ``(line_no, number)`` pairs. ``on_warning`` hears the plan's warnings (one
-    line each) before the intake starts. ``receipt.durable`` says whether the commit is on the
-    server's disk. ``webhook``: the campaign's webhook URL (final delivery states, completion), else
-    ``SMSC_WEBHOOK_URL``.
+    Three shapes: ``recipients`` are numbers and ``message`` the one text; or ``recipients`` are rows
+    (dicts) and ``template`` renders each one's text (``{{ column }}``, Jinja2's sandbox); or
+    ``recipients`` are ``(phone, text)`` pairs (neither message nor template).
+
+    ``ValueError`` (one line) for a bad message, template, sender or plan — raised before anything is
+    queued; ``CampaignError`` for an id taken by another content, a campaign the balance cannot pay
+    (unless ``options.allow_partial``), or (``strict``) an input with an invalid line. ``region``:
+    overrides ``SMSC_DEFAULT_REGION``. Numbers are strings or whole numbers (``79001234567``), or
+    ``(line_no, number)`` pairs. ``on_warning`` hears the plan's warnings (one line each) before the
+    intake starts; ``on_duplicate(line_no, phone)`` each later line of a number already read (the first
+    wins); ``on_suppressed(line_no, phone)`` each number on the stop list (left out). ``receipt.durable``
+    says whether the commit is on the server's disk. ``webhook``: the campaign's webhook URL (final
+    delivery states, completion), else ``SMSC_WEBHOOK_URL``.
     """
+    _check_message_args(message, template)
     if webhook is not None and not re.match(r"^https?://[^\s/]+", webhook):
         raise ValueError(f"--webhook {webhook!r}: give an http(s) URL")
     p = _Prepared(message, sender=sender, campaign_id=campaign_id, period_h=period_h, freq_min=freq_min, at=at,
                   tz_h=tz_h, window=window, recipient_time=recipient_time, batch_size=batch_size, region=region,
-                  settings=settings, redis_conn=redis_conn, on_warning=on_warning)
-    items = iter_recipients(_numbered(recipients), region=p.region)
+                  settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
+                  template=template)
+    items = _items_override if _items_override is not None else _items(p, recipients, message, template)
     receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
-                                 strict=strict)
+                                 strict=strict, before_commit=_balance_check(p, on_warning),
+                                 **p.hooks(on_duplicate, on_suppressed))
     if webhook and not receipt.existing:
         DeliveryStore(p.campaigns.r, p.campaigns.keys).set_webhook(receipt.campaign_id, webhook)
     return receipt
+
+
+#: Recipients quoted (``cost=1``) for the balance check before a commit; the rest is extrapolated.
+_BALANCE_SAMPLE = 1_000
+
+
+def _balance_check(p: _Prepared,
+                   on_warning: Callable[[str], None] | None) -> Callable[[str, IntakeCounts], None] | None:
+    """Before the commit: the campaign's estimate — the provider's quote of its first requests,
+    extrapolated — against the account's balance (balance.php); a campaign the balance cannot pay is
+    refused unless ``allow_partial``. Without credentials in the settings there is nobody to ask (the
+    workers will say so); a provider that cannot answer now is a warning, not a refusal: the sending
+    pauses the campaign at the provider's "insufficient funds" anyway."""
+    if p.options.allow_partial:
+        return None
+    try:
+        p.settings.require_credentials()
+    except ConfigError:
+        return None
+
+    def check(cid: str, counts: IntakeCounts) -> None:
+        from worker.costs import CostError, affordable  # the provider client, only for a campaign being committed
+        from worker.runtime import Runtime
+
+        rt = Runtime(p.settings, redis=p.conn)
+        try:
+            verdict = affordable(rt, cid, sender=p.spec.sender, options=p.options.send, total=counts.total,
+                                 sample_limit=_BALANCE_SAMPLE)
+        except CostError as exc:
+            if on_warning is not None:
+                on_warning(f"balance not checked: {exc}")
+            return
+        finally:
+            rt.client.close()
+        if not verdict.ok:
+            raise CampaignError(f"{verdict.describe()}; nothing was queued (top up the account, or enqueue with "
+                                "--allow-partial to send what the balance pays for)")
+
+    return check
 
 
 def enqueue_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> Receipt:
@@ -185,27 +327,166 @@ def enqueue_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> R
                             recipients_digest=lambda: "file:" + digest.hexdigest(), **kwargs)
 
 
-def preview_campaign(recipients: Recipients, message: str, *, sender: str | None = None,
+def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any], *, phone_column: str,
+           sender_column: str | None, tz_column: str | None) -> Iterator[tuple[Any, Iterator[Item]]]:
+    """The open table and its intake stream; a template error, an unknown placeholder or a missing
+    column is refused here, before anything is read or queued."""
+    settings = kwargs.get("settings") or get_settings()
+    region = kwargs.get("region")
+    region = region if region is not None else settings.smsc_default_region
+    with _rows.open_table(path) as table:
+        tpl = _rows.compile_template(template, table.columns)
+        _rows.check_columns(table.columns, tpl, phone_column, sender_column, tz_column)
+        yield table, _rows.iter_rows(table, template=tpl, phone_column=phone_column, sender_column=sender_column,
+                                     tz_column=tz_column, region=region, check_text=validate_message)
+
+
+def enqueue_table(path: str | os.PathLike[str], template: str, *, phone_column: str = "phone",
+                  sender_column: str | None = None, tz_column: str | None = None, **kwargs: Any) -> Receipt:
+    """:func:`enqueue_campaign` from a CSV or ``.xlsx`` file, a text per row rendered from ``template``,
+    streamed; the file's bytes are the recipients' content digest."""
+    with contextlib.contextmanager(_table)(path, template, kwargs, phone_column=phone_column,
+                                           sender_column=sender_column, tz_column=tz_column) as (table, items):
+        return enqueue_campaign((), template=template, _items_override=items,
+                                recipients_digest=lambda: "file:" + table.digest(), **kwargs)
+
+
+def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None = None, *,
+                     template: str | None = None, sender: str | None = None,
                      period_h: float | None = None, freq_min: int | None = None, at: str | None = None,
                      tz_h: float | None = None, window: str | None = None, recipient_time: bool = False,
                      batch_size: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
                      region: str | None = None, settings: Settings | None = None,
                      redis_conn: redis.Redis | None = None,
-                     on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The dry run of :func:`enqueue_campaign`: what it would queue (counts, due times, batches), by the
-    same dedup and planner, on the same clock; nothing is queued (see :meth:`Campaigns.preview`)."""
+                     on_warning: Callable[[str], None] | None = None, options: CampaignOptions | None = None,
+                     on_duplicate: Callable[[int, str], None] | None = None,
+                     on_suppressed: Callable[[int, str], None] | None = None,
+                     quote: bool = False,
+                     _items_override: Iterable[Item] | None = None) -> dict[str, Any]:
+    """The dry run of :func:`enqueue_campaign`: what it would queue (counts, due times, batches, the SMS
+    total), by the same dedup and planner, on the same clock; nothing is queued (see
+    :meth:`Campaigns.preview`). ``ucs2`` says, for texts that go UCS-2, which characters forced it and
+    what the SMS total would be without them or with transliteration.
+
+    ``quote``: also ask the provider (``cost=1``, nothing sent) what the requests would cost: its
+    ``quote`` holds ``cost``, ``sms`` and, above :data:`QUOTE_SAMPLE` recipients, the number quoted
+    (the rest is extrapolated). Raises ``worker.costs.CostError`` (one line) when it cannot."""
+    _check_message_args(message, template)
     p = _Prepared(message, sender=sender, campaign_id=None, period_h=period_h, freq_min=freq_min, at=at, tz_h=tz_h,
                   window=window, recipient_time=recipient_time, batch_size=batch_size, region=region,
-                  settings=settings, redis_conn=redis_conn, on_warning=on_warning)
-    out = p.campaigns.preview(p.spec, iter_recipients(_numbered(recipients), region=p.region), now_ms=p.now,
-                              on_rejected=on_rejected)
+                  settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
+                  template=template)
+    items = _items_override if _items_override is not None else _items(p, recipients, message, template)
+    ucs2 = _Ucs2Tally(p.options.send)
+    if message is not None:
+        ucs2.add(message, 1)
+    sample: list[Any] = []
+
+    def each_new(new: list[Any]) -> None:
+        if message is None:
+            ucs2.add_entries(new)
+        if quote and len(sample) < QUOTE_SAMPLE:
+            sample.extend(new[:QUOTE_SAMPLE - len(sample)])
+
+    out = p.campaigns.preview(p.spec, items, now_ms=p.now, on_rejected=on_rejected, each_new=each_new,
+                              **p.hooks(on_duplicate, on_suppressed))
+    if quote:
+        out["quote"] = _quote(p, sample, out["total"])
+    if message is not None:
+        ucs2.scale(out["total"])
     out["utc_offset_min"] = spreading.Plan(p.spec.plan, 0, p.now).utc_offset_min
+    out["sms"] = out["sms_estimate"]
+    out["ucs2"] = ucs2.summary()
     return out
+
+
+#: Recipients a quote asks the provider about; the rest of a larger campaign is extrapolated.
+QUOTE_SAMPLE = 20_000
+
+
+def _quote(p: _Prepared, sample: list[Any], total: int) -> dict[str, Any]:
+    """The provider's quote of the first recipients, batched as the enqueue batches them."""
+    from scheduler.enqueue import PersonalBatcher
+    from worker.costs import quote_campaign
+    from worker.runtime import Runtime
+
+    batches: list[list[Any]] = []
+    if p.spec.personal:
+        batcher = PersonalBatcher(p.spec)
+        done = [b for e in sample for b in batcher.add(e.phone, e.text, e.sender)] + batcher.finish()
+        for b in done:
+            grouped: dict[tuple[str, str | None], list[str]] = {}
+            for phone in b.phones:
+                grouped.setdefault((b.texts[phone], b.senders.get(phone)), []).append(phone)
+            batches.append([(ps, t) if snd is None else (ps, t, snd) for (t, snd), ps in grouped.items()])
+    else:
+        size = p.spec.batch_size
+        batches = [[(sample[i:i + size], p.spec.message)] for i in range(0, len(sample), size)]
+    rt = Runtime(p.settings, redis=p.conn)
+    try:
+        q = quote_campaign(rt, batches, sender=p.spec.sender, options=p.options.send, total=total,
+                           sample_limit=QUOTE_SAMPLE, max_wait_s=0)
+    finally:
+        rt.client.close()
+    return {"cost": str(q.cost), "sms": q.sms, "sampled": q.sampled, "total": q.total,
+            "extrapolated": q.extrapolated, "text": q.describe()}
+
+
+class _Ucs2Tally:
+    """Which characters forced texts into UCS-2, and the SMS total without them or with translit."""
+
+    def __init__(self, send: SendOptions) -> None:
+        self.send = send
+        self.texts = 0
+        self.chars: dict[str, int] = {}
+        self.sms = self.without = self.translit1 = self.translit2 = 0
+        self.factor = 1
+
+    def add(self, text: str, weight: int) -> None:
+        from worker.smsc.encoding import explain_ucs2
+
+        e = explain_ucs2(text)
+        if e is None:
+            return
+        self.texts += weight
+        for ch in e.chars:
+            self.chars[ch] = self.chars.get(ch, 0) + weight
+        self.sms += e.parts * weight
+        self.without += e.parts_without * weight
+        self.translit1 += e.parts_translit1 * weight
+        self.translit2 += e.parts_translit2 * weight
+
+    def add_entries(self, new: list[Any]) -> None:
+        for e in new:
+            if not isinstance(e, str):
+                self.add(e.text, 1)
+
+    def scale(self, n: int) -> None:
+        self.texts *= n
+        self.sms, self.without, self.translit1, self.translit2 = (self.sms * n, self.without * n,
+                                                                  self.translit1 * n, self.translit2 * n)
+        self.chars = {c: k * n for c, k in self.chars.items()}
+
+    def summary(self) -> dict[str, Any] | None:
+        if not self.texts:
+            return None
+        top = sorted(self.chars.items(), key=lambda kv: -kv[1])[:20]
+        return {"texts": self.texts, "chars": [c for c, _ in top], "sms": self.sms,
+                "sms_without_them": self.without, "sms_translit_1": self.translit1,
+                "sms_translit_2": self.translit2}
 
 
 def preview_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> dict[str, Any]:
     """:func:`preview_campaign` from a phones file."""
     return preview_campaign(iter_phones_file(path), message, **kwargs)
+
+
+def preview_table(path: str | os.PathLike[str], template: str, *, phone_column: str = "phone",
+                  sender_column: str | None = None, tz_column: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`preview_campaign` from a CSV or ``.xlsx`` file and a template."""
+    with contextlib.contextmanager(_table)(path, template, kwargs, phone_column=phone_column,
+                                           sender_column=sender_column, tz_column=tz_column) as (_, items):
+        return preview_campaign((), template=template, _items_override=items, **kwargs)
 
 
 def _numbered(items: Recipients) -> Iterator[tuple[int, object]]:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -29,8 +30,10 @@ from scheduler.guards import Guards
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
+from worker.costs import CostError
 from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_status, report_rows, status_lines, store_for
 from worker.settings import ConfigError, Settings, get_settings
+from worker.smsc.phones import mask_phone
 
 __all__ = ["cli", "main"]
 
@@ -71,6 +74,10 @@ def _errors(s: Settings | None = None) -> Iterator[None]:
         _fail(str(exc))
     except ValueError as exc:
         _fail(str(exc))
+    except ConfigError as exc:
+        _fail(str(exc))
+    except CostError as exc:  # the provider could not quote or tell the balance now: try again later
+        _fail(str(exc), 1)
     except (redis.ConnectionError, redis.TimeoutError):
         where = _mask_url(s.redis_url) if s else "REDIS_URL"
         _fail(f"cannot reach Redis at {where} (set REDIS_URL)", 1)
@@ -137,20 +144,20 @@ def _plan_flags(f: F) -> F:
     return f
 
 
-def _read_message_file(path: str) -> str:
+def _read_message_file(path: str, *, flag: str = "--message-file") -> str:
     """The text of ``--message-file`` (UTF-8, a BOM and the final newline dropped); ValueError (one line)."""
     if os.path.isdir(path):
-        raise ValueError(f"--message-file: {path}: is a folder, not a file")
+        raise ValueError(f"{flag}: {path}: is a folder, not a file")
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"--message-file: {path}: no such file") from None
+        raise ValueError(f"{flag}: {path}: no such file") from None
     except OSError as exc:
-        raise ValueError(f"--message-file: {path}: cannot read: {exc.strerror or exc}") from None
+        raise ValueError(f"{flag}: {path}: cannot read: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"--message-file: {path}: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} is not "
+        raise ValueError(f"{flag}: {path}: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} is not "
                          "UTF-8 (save the file as UTF-8)") from None
     return text.removeprefix("\ufeff").rstrip("\r\n")
 
@@ -164,68 +171,171 @@ def _check_phones_file(path: str) -> None:
         raise ValueError(f"--phones-file: {path}: no such file")
 
 
+def _campaign_flags(f: F) -> F:
+    """The flags of a campaign: recipients, text, sender, the provider's options (enqueue, quote)."""
+    for opt in reversed([
+        click.option("--phones-file", help="One number per line; blank lines, # comments skipped; - = stdin."),
+        click.option("--csv", "csv_file", help="A CSV (, ; or tab; UTF-8 or Windows-1251) or .xlsx file: one "
+                                               "recipient per row, with a header row; use with --template."),
+        click.option("--message", help="The text (at most 1000 characters)."),
+        click.option("--message-file", help="Read the text from a file (UTF-8) instead."),
+        click.option("--template", help="With --csv: each row's text, placeholders are column names: "
+                                        "'{{ name }}, order {{ order }} ships today' (Jinja2's sandbox)."),
+        click.option("--template-file", help="Read the template from a file (UTF-8) instead."),
+        click.option("--phone-column", default="phone", show_default=True, help="With --csv: the numbers' column."),
+        click.option("--sender-column", help="With --csv: a column with each row's sender (empty = --sender)."),
+        click.option("--tz-column", help="With --csv and --window --recipient-time: each row's time zone "
+                                         "(hours from UTC, or a name such as Europe/Moscow)."),
+        click.option("--sender", help="Sender name registered in the account."),
+        click.option("--translit", type=click.IntRange(0, 2), default=0, show_default=True,
+                     help="The provider transliterates: 1 Latin (translit), 2 look-alike characters."),
+        click.option("--tinyurl", is_flag=True, help="The provider shortens the links in the text."),
+        click.option("--flash", is_flag=True, help="Flash SMS (shown at once, not stored)."),
+        click.option("--valid", help="How long the operator tries to deliver: 1..24 hours, or hh:mm."),
+        click.option("--maxsms", type=click.IntRange(1, 100), help="At most N parts per message; longer texts "
+                                                                  "are cut by the provider."),
+        click.option("--batch-size", type=click.IntRange(1, 5000), help="Recipients per request (default: from "
+                                                                        "the message)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+class _Campaign:
+    """What the campaign flags say, checked: where the recipients come from, and their text."""
+
+    def __init__(self, s: Settings, kw: dict[str, Any]) -> None:
+        from worker.smsc.requests import SendOptions
+
+        phones_file, csv_file = kw.pop("phones_file"), kw.pop("csv_file")
+        message, message_file = kw.pop("message"), kw.pop("message_file")
+        template, template_file = kw.pop("template"), kw.pop("template_file")
+        self.phone_column, self.sender_column = kw.pop("phone_column"), kw.pop("sender_column")
+        self.tz_column = kw.pop("tz_column")
+        if (phones_file is None) == (csv_file is None):
+            raise ValueError("give the recipients with --phones-file or --csv (one of them)")
+        if csv_file is not None:
+            if message is not None or message_file is not None:
+                raise ValueError("--csv takes a --template (a text per row), not --message")
+            if (template is None) == (template_file is None):
+                raise ValueError("--csv: give the text with --template or --template-file (one of them)")
+            if template_file is not None:
+                template = _read_message_file(template_file, flag="--template-file")
+            if not os.path.isfile(csv_file):
+                raise ValueError(f"--csv: {csv_file}: " + ("is a folder, not a file" if os.path.isdir(csv_file)
+                                                             else "no such file"))
+            if self.tz_column is not None and not (kw.get("window") and kw.get("recipient_time")):
+                raise ValueError("--tz-column: each row's time zone is for --window with --recipient-time")
+        else:
+            if template is not None or template_file is not None:
+                raise ValueError("--template renders each row of a --csv file; with --phones-file give --message")
+            for flag, given in (("--sender-column", self.sender_column), ("--tz-column", self.tz_column)):
+                if given is not None:
+                    raise ValueError(f"{flag} is for --csv files")
+            if (message is None) == (message_file is None):
+                raise ValueError("give the text with --message or --message-file (one of them)")
+            if message_file is not None:
+                message = _read_message_file(message_file)
+            _check_phones_file(phones_file)
+        self.path: str = csv_file if csv_file is not None else phones_file
+        self.is_table = csv_file is not None
+        self.message: str | None = message
+        self.template: str | None = template
+        self.send = SendOptions.parse(translit=kw.pop("translit"), tinyurl=kw.pop("tinyurl"),
+                                      flash=kw.pop("flash"), valid=kw.pop("valid"), maxsms=kw.pop("maxsms"))
+        self.shown = [0, 0, 0]  # rejected, duplicates, suppressed lines named so far
+
+    def _say(self, i: int, line: str) -> None:
+        # Every line is counted; the first 1,000 of each kind are named.
+        self.shown[i] += 1
+        if self.shown[i] <= 1000:
+            click.echo(line, err=True)
+        elif self.shown[i] == 1001:
+            click.echo("... more such lines: see the counts below", err=True)
+
+    def rejected(self, r: Rejected) -> None:
+        self._say(0, f"{self.path}:{r.line_no}: {r.raw!r}: {r.reason}")
+
+    def duplicate(self, line_no: int, phone: str) -> None:
+        if self.is_table:
+            self._say(1, f"{self.path}:{line_no}: {mask_phone(phone)}: a duplicate of an earlier row "
+                         "(the first row wins)")
+
+    def suppressed(self, line_no: int, phone: str) -> None:
+        self._say(2, f"{self.path}:{line_no}: {mask_phone(phone)}: on the stop list (suppressed)")
+
+    def hooks(self) -> dict[str, Any]:
+        return {"on_rejected": self.rejected, "on_duplicate": self.duplicate, "on_suppressed": self.suppressed}
+
+    def enqueue(self, **kw: Any) -> Any:
+        from worker.api import enqueue_file, enqueue_table
+
+        if self.is_table:
+            assert self.template is not None
+            return enqueue_table(self.path, self.template, phone_column=self.phone_column,
+                                 sender_column=self.sender_column, tz_column=self.tz_column, **kw)
+        assert self.message is not None
+        return enqueue_file(self.path, self.message, **kw)
+
+    def preview(self, **kw: Any) -> dict[str, Any]:
+        from worker.api import preview_file, preview_table
+
+        kw.pop("campaign_id", None)
+        if self.is_table:
+            assert self.template is not None
+            return preview_table(self.path, self.template, phone_column=self.phone_column,
+                                 sender_column=self.sender_column, tz_column=self.tz_column, **kw)
+        assert self.message is not None
+        return preview_file(self.path, self.message, **kw)
+
+
 @cli.command()
-@click.option("--phones-file", required=True, help="One number per line; blank lines, # comments skipped; - = stdin.")
-@click.option("--message", help="The text (at most 1000 characters).")
-@click.option("--message-file", help="Read the text from a file (UTF-8) instead.")
-@click.option("--sender", help="Sender name registered in the account.")
+@_campaign_flags
 @click.option("--campaign-id", help="Your own id (A-Za-z0-9_., ≤ 24): enqueueing the same campaign again, even "
                                     "at the same time, answers the one campaign; another content is refused.")
-@click.option("--batch-size", type=click.IntRange(1, 5000), help="Recipients per request (default: from the message).")
 @_plan_flags
-@click.option("--dry-run", is_flag=True, help="Print the plan (the one the enqueue would make); queue nothing.")
+@click.option("--max-cost", type=str, help="Pause the campaign (reason: budget) before a batch would take its "
+                                           "spend past this amount.")
+@click.option("--allow-partial", is_flag=True, help="Enqueue even if the balance does not cover the estimate.")
+@click.option("--auto-stop", is_flag=True, help="Put numbers the provider calls invalid (errors 7, 8) on the "
+                                                "stop list.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the SMS total (the plan the enqueue would make); "
+                                              "queue nothing.")
 @click.option("--strict", is_flag=True, help="Refuse the whole campaign if any line is invalid.")
 @click.option("--webhook", help="POST each recipient's final delivery state and the campaign's completion here "
                                 "(signed JSON; default: SMSC_WEBHOOK_URL).")
 @click.option("--json", "as_json", is_flag=True, help="Last line: a JSON object.")
-def enqueue(phones_file: str, message: str | None, message_file: str | None, sender: str | None,
-            campaign_id: str | None, batch_size: int | None, period_h: float | None, freq_min: int | None,
-            at: str | None, tz_h: float | None, window: str | None, recipient_time: bool, dry_run: bool,
-            strict: bool, webhook: str | None, as_json: bool) -> None:
+def enqueue(**kw: Any) -> None:
     """Validate and enqueue a campaign; print its id."""
-    from worker.api import batch_size_for, enqueue_file, preview_file
-    from worker.smsc.encoding import validate_message
+    from worker.api import CampaignOptions
 
     s = _settings()
     with _errors(s):
-        if (message is None) == (message_file is None):
-            raise ValueError("give the text with --message or --message-file (one of them)")
-        if message_file is not None:
-            message = _read_message_file(message_file)
-        assert message is not None
-        _check_phones_file(phones_file)
-        segments = validate_message(message)
-        shown = [0]
-
-        def rejected(r: Rejected) -> None:
-            # Every invalid line is counted; the first 1,000 are named (line, text, reason).
-            shown[0] += 1
-            if shown[0] <= 1000:
-                click.echo(f"{phones_file}:{r.line_no}: {r.raw!r}: {r.reason}", err=True)
-            elif shown[0] == 1001:
-                click.echo("... more invalid lines: see the count below", err=True)
-
-        options: dict[str, Any] = {"sender": sender, "period_h": period_h, "freq_min": freq_min, "at": at,
-                                   "tz_h": tz_h, "window": window, "recipient_time": recipient_time,
-                                   "batch_size": batch_size, "on_rejected": rejected, "on_warning": _warn,
-                                   "settings": s}
+        c = _Campaign(s, kw)
+        max_cost = _money(kw.pop("max_cost"), "--max-cost")
+        opts = CampaignOptions(send=c.send, max_cost=max_cost, allow_partial=kw.pop("allow_partial"),
+                               auto_stop=kw.pop("auto_stop"))
+        dry_run, strict, webhook, as_json = kw.pop("dry_run"), kw.pop("strict"), kw.pop("webhook"), kw.pop("as_json")
+        tz_h = kw["tz_h"]
+        options: dict[str, Any] = {**kw, **c.hooks(), "on_warning": _warn, "settings": s, "options": opts}
         if dry_run:
-            _print_plan(preview_file(phones_file, message, **options), _zone(tz_h), as_json)
+            _print_plan(c.preview(**options), _zone(tz_h), as_json)
             return
         try:
-            receipt = enqueue_file(phones_file, message, campaign_id=campaign_id, strict=strict, webhook=webhook,
-                                   **options)
+            receipt = c.enqueue(strict=strict, webhook=webhook, **options)
         except CampaignError:
-            if strict and shown[0]:
-                _fail(f"--strict: {_plural(shown[0], 'invalid line')}; nothing was queued")
+            if strict and c.shown[0]:
+                _fail(f"--strict: {_plural(c.shown[0], 'invalid line')}; nothing was queued")
             raise
-        size = batch_size_for(message, segments.parts, setting=batch_size or s.smsc_batch_size)
         verb = "already enqueued" if receipt.existing else "enqueued"
+        each = (f"{_plural(receipt.parts, 'SMS part')} each" if receipt.parts
+                else f"{_plural(receipt.sms_estimate, 'SMS', 'SMS')} in all")
         click.echo(f"campaign {receipt.campaign_id} {verb}: {_plural(receipt.total, 'recipient')} "
-                   f"({receipt.invalid} invalid, {_plural(receipt.duplicates, 'duplicate')}), "
-                   f"{_plural(receipt.parts, 'SMS part')} each, {_plural(receipt.batches, 'batch', 'batches')} "
-                   f"of up to {size}")
+                   f"({receipt.invalid} invalid, {_plural(receipt.duplicates, 'duplicate')}, "
+                   f"{receipt.suppressed} suppressed), {each}, "
+                   f"{_plural(receipt.batches, 'batch', 'batches')}")
         offset = _zone(tz_h)
+        at, window = kw.get("at"), kw.get("window")
         if receipt.first_due_ms and receipt.last_due_ms > receipt.first_due_ms:
             click.echo(f"due from {_local(receipt.first_due_ms, offset)} to {_local(receipt.last_due_ms, offset)}")
         elif receipt.first_due_ms and not receipt.existing and (at is not None or window is not None):
@@ -234,9 +344,47 @@ def enqueue(phones_file: str, message: str | None, message_file: str | None, sen
             _warn(f"campaign {receipt.campaign_id} is queued, but it is {receipt.durable}: "
                   "a crash of Redis now may lose it")
         if as_json:
-            click.echo(json.dumps(receipt.as_dict()))
+            out = receipt.as_dict()
+            out["sms"] = receipt.sms_estimate
+            click.echo(json.dumps(out))
         else:
             click.echo(receipt.campaign_id)
+
+
+@cli.command()
+@_campaign_flags
+@_plan_flags
+@click.option("--json", "as_json", is_flag=True, help="Last line: a JSON object with cost and sms.")
+def quote(**kw: Any) -> None:
+    """Ask the provider what a campaign would cost (cost=1: nothing is sent, nothing queued)."""
+    s = _settings()
+    with _errors(s):
+        s.require_credentials()
+        c = _Campaign(s, kw)
+        as_json = kw.pop("as_json")
+        from worker.api import CampaignOptions
+
+        summary = c.preview(**kw, **c.hooks(), on_warning=_warn, settings=s, options=CampaignOptions(send=c.send),
+                            quote=True)
+        q = summary["quote"]
+        click.echo(f"quote: {q['text']} (the provider's price; the local count says {summary['sms_estimate']} SMS)")
+        if as_json:
+            click.echo(json.dumps({"cost": q["cost"], "sms": q["sms"], "recipients": summary["total"],
+                                   "sampled": q["sampled"], "extrapolated": q["extrapolated"],
+                                   "sms_estimate": summary["sms_estimate"], "invalid": summary["invalid"],
+                                   "duplicates": summary["duplicates"], "suppressed": summary["suppressed"]}))
+
+
+def _money(value: str | None, flag: str) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value.strip().replace(",", "."))
+    except ArithmeticError:
+        raise ValueError(f"{flag} {value!r}: give an amount such as 150 or 99.50") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError(f"{flag} {value!r}: give a positive amount")
+    return amount
 
 
 def _print_plan(summary: dict[str, Any], offset_min: int, as_json: bool) -> None:
@@ -245,11 +393,18 @@ def _print_plan(summary: dict[str, Any], offset_min: int, as_json: bool) -> None
         g["due"] = _local(g["due_ms"], offset_min)
     summary["zone"] = zone
     groups = summary["groups"]
+    each = f"{_plural(summary['parts'], 'part')} each, " if summary["parts"] else "texts of their own, "
     click.echo(f"dry run: {_plural(summary['total'], 'recipient')} ({summary['invalid']} invalid, "
-               f"{_plural(summary['duplicates'], 'duplicate')}), {_plural(summary['parts'], 'part')} each, "
-               f"about {summary['sms_estimate']} SMS, {_plural(len({g['group'] for g in groups}), 'group')}, "
+               f"{_plural(summary['duplicates'], 'duplicate')}, {summary.get('suppressed', 0)} suppressed), {each}"
+               f"{summary['sms_estimate']} SMS in all, {_plural(len({g['group'] for g in groups}), 'group')}, "
                f"{_plural(summary['batches'], 'batch', 'batches')} of up to {summary['batch_size']}; "
                f"nothing queued")
+    u = summary.get("ucs2")
+    if u:
+        chars = " ".join(repr(c) for c in u["chars"])
+        click.echo(f"  {_plural(u['texts'], 'text')} go as UCS-2 (70 characters a part) because of {chars}: "
+                   f"{u['sms']} SMS; without those characters {u['sms_without_them']}, "
+                   f"with --translit 1 {u['sms_translit_1']}, with --translit 2 {u['sms_translit_2']}")
     click.echo(f"  times in {zone}, the zone of --at and --window (--tz)")
     shown = groups if len(groups) <= 12 else [*groups[:6], None, *groups[-5:]]
     for g in shown:
@@ -372,11 +527,21 @@ def pause(campaign_id: str) -> None:
 
 @cli.command()
 @click.argument("campaign_id")
-def resume(campaign_id: str) -> None:
+@click.option("--max-cost", help="Set the campaign's budget first (a campaign its budget paused goes on "
+                                 "with a higher one); 'none' removes the budget.")
+def resume(campaign_id: str, max_cost: str | None) -> None:
     """Resume a paused campaign (also clears its account's stop or back-off)."""
+    from scheduler.budget import Budget
 
     def act(s: Settings, camp: Campaigns) -> tuple[str, str]:
-        account = camp.fields(campaign_id).get("account") or s.account
+        fields = camp.fields(campaign_id)
+        if max_cost is not None:
+            amount = None if max_cost.strip().lower() == "none" else _money(max_cost, "--max-cost")
+            Budget(camp.r, camp.keys).set_max(campaign_id, None if amount is None else int(amount * 1000))
+        elif (fields.get("pause_reason") or "").startswith("budget") and fields.get("max_cost_milli"):
+            _warn(f"campaign {campaign_id} was paused by its budget: it pauses again before its next batch "
+                  "unless you raise it (resume --max-cost X)")
+        account = fields.get("account") or s.account
         Guards(camp.r, camp.keys).reset_account(account)
         return camp.resume(campaign_id), ""  # durable: covers the account's reset too (one server, one order)
 
@@ -457,6 +622,16 @@ def status_receiver(host: str, port: int) -> None:
     from worker.delivery.receiver import main as receiver_main
 
     sys.exit(receiver_main(["--host", host, "--port", str(port)]))
+
+
+def _register() -> None:
+    """The command groups that live in modules of their own."""
+    from worker.cli_stoplist import stoplist
+
+    cli.add_command(stoplist)
+
+
+_register()
 
 
 def main() -> None:

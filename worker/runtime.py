@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import redis
 
+from scheduler.budget import Budget
 from scheduler.campaigns import Campaigns
 from scheduler.guards import AccountPolicy, AdaptivePolicy, Guards, StatusPolicy
 from scheduler.keys import Keys, text
 from scheduler.ledger import Ledger
 from scheduler.scripts import Scripts
+from scheduler.stoplist import StopList
 from worker.settings import Settings, get_settings
 from worker.smsc.client import SmscClient
 
@@ -29,6 +31,14 @@ class CampaignInfo:
     message: str
     sender: str | None
     parts: int
+    #: Every recipient has a text of its own (in its batch's ``texts``); ``message`` is the template.
+    personal: bool = False
+    #: The provider's options of the campaign (``SendOptions`` as JSON; '' = none).
+    options: str = ""
+    #: Numbers the provider calls invalid (errors 7, 8) go on the stop list.
+    auto_stop: bool = False
+    #: The campaign has a budget (``max_cost_milli``): every batch is quoted and reserved before it leaves.
+    budgeted: bool = False
 
 
 class Runtime:
@@ -43,6 +53,8 @@ class Runtime:
         self.redis = redis if redis is not None else redis_client(settings.redis_url)
         self.keys = Keys(settings.smsc_namespace)
         scripts = Scripts(self.redis)
+        self.stoplist = StopList(self.redis, self.keys, region=settings.smsc_default_region)
+        self.budget = Budget(self.redis, self.keys, scripts=scripts)
         self.ledger = Ledger(self.redis, self.keys, scripts=scripts, quarantine_after=settings.smsc_max_attempts)
         self.guards = Guards(self.redis, self.keys, scripts=scripts,
                              account_policy=AccountPolicy(base_backoff_ms=int(settings.smsc_backoff * 1000)),
@@ -89,11 +101,15 @@ class Runtime:
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one Runtime per process; campaign texts never change
     def campaign_info(self, cid: str) -> CampaignInfo:
-        f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts")
+        f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts", "personal",
+                             "options", "auto_stop", "max_cost_milli")
         if f[0] is None:
             raise LookupError(cid)
-        account, message, sender, parts = (text(x) if x is not None else "" for x in f)
-        return CampaignInfo(account, message, sender or None, int(parts or 1))
+        account, message, sender, parts, personal, options, auto_stop, max_cost = (
+            text(x) if x is not None else "" for x in f)
+        return CampaignInfo(account, message, sender or None, int(parts or 1) if personal != "1" else 0,
+                            personal=personal == "1", options=options, auto_stop=auto_stop == "1",
+                            budgeted=bool(max_cost) and int(max_cost) > 0)
 
 
 _runtime: tuple[int, Runtime] | None = None

@@ -16,6 +16,7 @@ here (:data:`_HANDLERS`), and every path that stops the account goes through :fu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -33,6 +34,7 @@ from scheduler.keys import split_ref
 from scheduler.ledger import Begin, BeginVerdict, Outcome, Settle, settle_margin_ms
 from scheduler.recovery import ensure_recovered
 from worker.runtime import CampaignInfo, Runtime
+from worker.smsc.encoding import count_parts
 from worker.smsc.errors import (
     SmscAccountBlocked,
     SmscAuthError,
@@ -46,7 +48,7 @@ from worker.smsc.errors import (
     SmscUnknownOutcome,
     describe,
 )
-from worker.smsc.requests import fingerprint, send_params
+from worker.smsc.requests import AnyLine, SendOptions, fingerprint, send_params
 
 __all__ = ["BatchResult", "BatchVerdict", "process_batch", "request_id"]
 
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Status requests ask about this many (phone, id) pairs at once.
 _STATUS_CHUNK = 200
+#: The provider's "this number is invalid" (7 bad format, 8 cannot be delivered): ``--auto-stop``'s errors.
+_INVALID_NUMBER = frozenset({7, 8})
 #: Provider errors that come only after the login and password were accepted.
 _AUTHENTICATED_ERRORS = frozenset({1, 3, 5, 6, 7, 8})
 #: How long an execution waits for a free login slot before it gives the batch back.
@@ -101,6 +105,22 @@ class BatchResult:
     failed: int = 0
     held: int = 0
     error: str = ""  # the error class when verdict is ERROR
+
+
+@functools.lru_cache(maxsize=64)
+def _options(raw: str) -> SendOptions | None:
+    """A campaign's provider options (None: the provider's defaults, nothing added to the request)."""
+    options = SendOptions.from_json(raw)
+    return None if options == SendOptions() else options
+
+
+@functools.lru_cache(maxsize=4096)
+def _parts_of(text: str, raw_options: str) -> int:
+    """Parts of a personal text as the provider bills it (after the campaign's translit and maxsms)."""
+    o = _options(raw_options)
+    if o is None:
+        return count_parts(text)
+    return count_parts(text, translit=o.translit, tinyurl=o.tinyurl, maxsms=o.maxsms)
 
 
 def request_id(ref: str, *, namespace: str = _DEFAULT_NAMESPACE) -> str:
@@ -153,6 +173,30 @@ class _Execution:
     slot: _Slot
     started: float
     out: Outcome = field(default_factory=Outcome)
+    #: A personal batch's own texts and senders by phone (empty for a campaign of one text).
+    texts: dict[str, str] = field(default_factory=dict)
+    senders: dict[str, str] = field(default_factory=dict)
+    #: This batch holds a reservation of its campaign's budget (released once its outcome is recorded).
+    reserved: bool = False
+
+    @property
+    def options(self) -> SendOptions | None:
+        return _options(self.info.options) if self.info.options else None
+
+    def lines(self, phones: Sequence[str]) -> list[AnyLine]:
+        """The request's messages: one line per (text, sender), its phones in batch order."""
+        if not self.info.personal:
+            return [(list(phones), self.info.message)]
+        grouped: dict[tuple[str, str | None], list[str]] = {}
+        for p in phones:
+            grouped.setdefault((self.texts.get(p, self.info.message), self.senders.get(p)), []).append(p)
+        return [(ps, text) if sender is None else (ps, text, sender) for (text, sender), ps in grouped.items()]
+
+    def parts(self, phone: str) -> int:
+        """The SMS parts the provider bills for this recipient's text."""
+        if not self.info.personal:
+            return self.info.parts
+        return _parts_of(self.texts.get(phone, self.info.message), self.info.options)
 
     @property
     def login(self) -> str:
@@ -160,6 +204,15 @@ class _Execution:
 
     def record(self) -> None:
         _record(self.rt, self.ref, self.token, self.out)
+        # An unknown outcome keeps its reservation until status.php settles what the provider billed.
+        if self.reserved and self.out.settle is not Settle.SET:
+            # The outcome (and the cost the provider billed) is in the ledger: the reservation goes.
+            self.reserved = False
+            try:
+                self.rt.budget.release(split_ref(self.ref)[0], self.ref)
+            except redis.RedisError as exc:
+                log.warning("batch %s: budget reservation not released (%s); the next run replaces it", self.ref,
+                            exc)
 
 
 def process_batch(rt: Runtime, ref: str) -> BatchResult:
@@ -198,6 +251,8 @@ def _process(rt: Runtime, ref: str) -> BatchResult:
         return BatchResult(ref, BatchVerdict(b.verdict.value))
     phones = list(b.phones)
     x = _Execution(rt, ref, token, info, request_id(ref, namespace=s.smsc_namespace), _Slot(rt, token), started)
+    if info.personal:
+        x.texts, x.senders = rt.ledger.texts(ref)
     if not phones:
         x.record()
         return BatchResult(ref, BatchVerdict.EMPTY)
@@ -222,6 +277,8 @@ def _settle_then_send(x: _Execution, b: Begin, phones: list[str]) -> BatchResult
     if rest is None:  # status.php could not answer: the batch went back, still to be settled
         return BatchResult(x.ref, BatchVerdict.SETTLE_LATER)
     x.out.settle = Settle.CLEAR
+    if x.info.budgeted:
+        x.reserved = True  # what the unknown request held is released once the settled cost is recorded
     if b.verdict is BeginVerdict.QUARANTINE:
         # A poison batch whose request may have been out: what the provider took is now counted sent;
         # the rest fails with the quarantine's reason.
@@ -240,6 +297,11 @@ def _settle_then_send(x: _Execution, b: Begin, phones: list[str]) -> BatchResult
 
 def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult:
     rt, s, out, info = x.rt, x.rt.settings, x.out, x.info
+    phones = _drop_stopped(x, phones)
+    if not phones:
+        x.record()
+        _log_done(x, "stop-listed", 0)
+        return BatchResult(x.ref, BatchVerdict.EMPTY)
     waits = rt.guards.admit_phones(x.login, phones)
     admitted = [p for p, w in zip(phones, waits, strict=True) if w == 0]
     held = [p for p, w in zip(phones, waits, strict=True) if w != 0]
@@ -249,8 +311,8 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         x.record()
         log.info("batch %s: all %d recipients held by the flood guard until %d", x.ref, len(phones), hold_until)
         return BatchResult(x.ref, BatchVerdict.HELD, held=len(held))
-    lines = [(admitted, info.message)]
-    params = send_params(lines=lines, request_id=x.req_id, sender=info.sender)
+    lines = x.lines(admitted)
+    params = send_params(lines=lines, request_id=x.req_id, sender=info.sender, options=x.options)
     fp = fingerprint(x.login, params)
     wait_ms = rt.guards.claim_send_request(x.login, fp)
     if wait_ms:
@@ -262,6 +324,10 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         x.record()
         log.info("batch %s: identical request sent less than 60 s ago; deferred %d ms", x.ref, wait_ms)
         return BatchResult(x.ref, BatchVerdict.DEDUPLICATED)
+    if info.budgeted:
+        verdict = _reserve_budget(x, lines, fp, phones)
+        if verdict is not None:
+            return verdict
     # The last check before the POST: after an error 2 (or a block, or a restart's quiet) no new request
     # leaves, whenever its slot was taken; and the slot's lease now covers the whole request.
     if not x.slot.renew():
@@ -282,7 +348,7 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         # unless these credentials are not proven yet: then the slot is the account's one probe, held
         # until the answer is recorded, so that after an error 2 the account is stopped before any other
         # process may try (a wrong password is refused once, not once per slot).
-        report = rt.client.send(lines=lines, request_id=x.req_id, sender=info.sender,
+        report = rt.client.send(lines=lines, request_id=x.req_id, sender=info.sender, options=x.options,
                                 on_answer=x.slot.release if rt.proven else None)
     except SmscError as exc:
         ctx = _Failure(x, exc, admitted, held, hold_until, fp, sending.settle_after_ms, was_settled)
@@ -299,10 +365,12 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         pr = matched.get(phone)
         if pr is None or pr.accepted:
             out.sent += 1
-            out.add_row(phone, "sent", msg_id=report.id, parts=info.parts, cost=str(pr.cost) if pr else "")
+            out.add_row(phone, "sent", msg_id=report.id, parts=x.parts(phone), cost=str(pr.cost) if pr else "")
         else:
             out.failed += 1
             out.add_row(phone, "failed", msg_id=report.id, code=pr.error, reason=describe(pr.error))
+            if pr.error in _INVALID_NUMBER:
+                _auto_stop(x, [phone], pr.error)
     out.sms += report.cnt
     if report.cost is not None:
         out.cost_milli += int(report.cost * 1000)
@@ -386,6 +454,8 @@ def _on_rejected(f: _Failure) -> None:
     # the provider counts toward its 100 in a row.
     f.account(Answer.ERROR)
     f.fail_admitted()
+    if f.exc.code in _INVALID_NUMBER:
+        _auto_stop(f.x, f.admitted, f.exc.code)
 
 
 def _on_insufficient_funds(f: _Failure) -> None:
@@ -433,6 +503,77 @@ def _stop_account(x: _Execution, reason: str) -> None:
               "" if durable else f" ({durable})")
 
 
+# -- the budget --------------------------------------------------------------------------------------
+
+def _reserve_budget(x: _Execution, lines: list[AnyLine], fp: str, phones: list[str]) -> BatchResult | None:
+    """A campaign with a max-cost: this request is quoted (``cost=1``, in this batch's slot) and its
+    price reserved against the budget before it leaves; a batch that would pass the budget pauses the
+    campaign (reason ``budget``) and goes back unsent. None: reserved, send it."""
+    from worker.costs import QuoteLimit, batch_quote
+
+    rt, out = x.rt, x.out
+    cid = split_ref(x.ref)[0]
+    try:
+        if not x.slot.renew():
+            raise _NoSlot
+        milli = batch_quote(rt, lines, x.info.sender, x.options, slot_held=True)
+    except (_NoSlot, QuoteLimit, SmscError) as exc:
+        rt.guards.forget_send_request(x.login, fp)  # nothing was sent: the identical send may leave later
+        wait = getattr(exc, "retry_after_s", None)
+        out.remaining, out.due_in_ms = phones, int((wait or 5) * 1000)
+        out.reason = f"budget: the batch could not be quoted ({exc})"[:300] if not isinstance(exc, _NoSlot) else ""
+        if isinstance(exc, SmscAuthError):
+            _stop_account(x, str(exc))
+        x.record()
+        return BatchResult(x.ref, BatchVerdict.ERROR, error=type(exc).__name__)
+    res = rt.budget.reserve(cid, x.ref, milli)
+    if not res.ok:
+        rt.guards.forget_send_request(x.login, fp)
+        out.remaining, out.due_in_ms = phones, 0
+        x.record()
+        log.warning("campaign %s: paused by its budget before batch %s (spent %s + reserved %s + %s > %s)", cid,
+                    x.ref, res.spent_milli / 1000, res.reserved_milli / 1000, milli / 1000,
+                    (res.max_milli or 0) / 1000)
+        return BatchResult(x.ref, BatchVerdict.PARKED)
+    x.reserved = True
+    return None
+
+
+class _NoSlot(Exception):
+    """The batch's slot ran out (or the account closed) before its quote."""
+
+
+# -- the stop list ---------------------------------------------------------------------------------
+
+def _drop_stopped(x: _Execution, phones: list[str]) -> list[str]:
+    """Recipients whose number went on the stop list after the intake end ``cancelled`` here, unsent
+    (only before a request: a recipient that may be out is settled first, then this runs)."""
+    stopped = x.rt.stoplist.contains(phones)
+    if not any(stopped):
+        return phones
+    keep: list[str] = []
+    for phone, stop in zip(phones, stopped, strict=True):
+        if stop:
+            x.out.cancelled += 1
+            x.out.add_row(phone, "cancelled", reason="on the stop list (added after the intake)")
+        else:
+            keep.append(phone)
+    log.info("batch %s: %d recipients on the stop list, cancelled", x.ref, len(phones) - len(keep))
+    return keep
+
+
+def _auto_stop(x: _Execution, phones: Sequence[str], code: int | None) -> None:
+    """``--auto-stop``: a number the provider calls invalid goes on the stop list."""
+    if not x.info.auto_stop or not phones:
+        return
+    what = f"error {code}: {describe(code)}" if code is not None else "an invalid number"
+    reason = f"{what} (campaign {split_ref(x.ref)[0]})"
+    try:
+        x.rt.stoplist.add(phones, reason=reason[:200], source="auto")
+    except (redis.RedisError, ValueError) as exc:  # the outcome is recorded either way
+        log.warning("batch %s: could not stop-list %d numbers (%s)", x.ref, len(phones), exc)
+
+
 # -- settling an unknown outcome -----------------------------------------------------------------
 
 def _settle(x: _Execution, phones: list[str]) -> list[str] | None:
@@ -473,7 +614,7 @@ def _settle(x: _Execution, phones: list[str]) -> list[str] | None:
                               reason=f"{rep.reason} (settled via status.php)")
             else:
                 taken_sent += 1
-                parts = rep.parts or x.info.parts
+                parts = rep.parts or x.parts(rep.phone)
                 x.out.sent += 1
                 x.out.sms += parts
                 if rep.cost is not None:

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from scheduler import (
+    budget,
     campaigns,
     durability,
     enqueue,
@@ -24,6 +25,7 @@ from scheduler import (
     preview,
     recovery,
     scripts,
+    stoplist,
     times,
     windows,
 )
@@ -37,8 +39,10 @@ EXPORTED = {
              "server_time_ms", "settle_after_ms", "settle_margin_ms"],
     durability: ["DEFAULT_TIMEOUT_MS", "Durability", "Durable", "wait_durable"],
     campaigns: ["FINAL_STATES", "CampaignError", "CampaignSpec", "Campaigns", "Receipt", "new_campaign_id"],
-    enqueue: ["CLAIM_LEASE_MS", "CampaignError", "CampaignSpec", "Enqueue", "IntakeCounts", "Receipt",
-              "deduplicated", "new_campaign_id"],
+    enqueue: ["CLAIM_LEASE_MS", "CampaignError", "CampaignSpec", "Enqueue", "Entry", "IntakeCounts", "Item",
+              "Personal", "PersonalBatcher", "Receipt", "deduplicated", "list_safe", "new_campaign_id"],
+    budget: ["RESERVATIONS_TTL_MS", "Budget", "Reservation"],
+    stoplist: ["CHUNK", "MAX_REASON", "SOURCES", "Entry", "StopList", "check_reason", "stop_key"],
     preview: ["preview"],
     recovery: ["ensure_recovered"],
     times: ["DAY_MS", "HOUR_MS", "MINUTE_MS", "MOSCOW_UTC_OFFSET_H", "PAST_GRACE_MS", "PlanError", "format_local",

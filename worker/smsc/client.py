@@ -50,7 +50,7 @@ from worker.smsc.errors import (
 )
 from worker.smsc.phones import mask_phone
 from worker.smsc.reports import CostReport, SendReport, StatusReport
-from worker.smsc.requests import Line, balance_params, cost_params, send_params, status_params
+from worker.smsc.requests import AnyLine, SendOptions, balance_params, cost_params, send_params, status_params
 from worker.smsc.responses import parse_balance, parse_send, parse_status
 
 __all__ = ["SmscClient"]
@@ -146,17 +146,18 @@ class SmscClient:
 
     # -- the API ------------------------------------------------------------------------------------
 
-    def send(self, *, lines: Sequence[Line], request_id: str, sender: str | None = None,
-             on_answer: Callable[[], None] | None = None) -> SendReport:
-        """Send ``lines`` (``(phones, text)`` pairs) as one request with the deterministic ``request_id``.
+    def send(self, *, lines: Sequence[AnyLine], request_id: str, sender: str | None = None,
+             on_answer: Callable[[], None] | None = None, options: SendOptions | None = None) -> SendReport:
+        """Send ``lines`` (``(phones, text)`` pairs, or ``(phones, text, sender)``) as one request with the
+        deterministic ``request_id``; ``options``: the provider's options of the campaign.
 
         Returns the provider's report (id, SMS count, cost, balance, each number's outcome) or raises
         an ``SmscError`` subclass that says what to do with the batch. ``on_answer`` is called as soon
         as the exchange is over (answer read, or the request failed), before the answer is parsed: the
         caller's slot of requests in flight can go to the next request meanwhile.
         """
-        params = send_params(lines=lines, request_id=request_id, sender=sender)
-        phones = [p for phone_list, _ in lines for p in phone_list]
+        params = send_params(lines=lines, request_id=request_id, sender=sender, options=options)
+        phones = [p for line in lines for p in line[0]]
         return self._request(
             SEND_PATH,
             params,
@@ -166,10 +167,11 @@ class SmscClient:
             on_answer=on_answer,
         )
 
-    def cost(self, *, lines: Sequence[Line], sender: str | None = None) -> CostReport:
+    def cost(self, *, lines: Sequence[AnyLine], sender: str | None = None,
+             options: SendOptions | None = None) -> CostReport:
         """Ask what sending ``lines`` would cost (nothing is sent)."""
-        params = cost_params(lines=lines, sender=sender)
-        phones = [p for phone_list, _ in lines for p in phone_list]
+        params = cost_params(lines=lines, sender=sender, options=options)
+        phones = [p for line in lines for p in line[0]]
         return self._request(
             SEND_PATH, params, lambda body: parse_send(body, fmt=3, cost=1), request_id="-", phones=phones
         )
