@@ -371,6 +371,7 @@ def test_filters_conditions_and_defaults_work_and_tested_placeholders_may_be_emp
                            "{{ ', ' ~ city if city }} — {{ shop|default('магазин', true) }}")
     assert tpl.placeholders == {"name", "order", "city", "shop"}
     assert tpl.required == {"name"}
+    assert compile_template("{{ name or 'клиент' }}").required == set()
 
     got = list(iter_dicts([
         {"phone": "79001234567", "name": "иван петров", "order": "17", "city": "Казань", "shop": "Ромашка"},
