@@ -265,8 +265,8 @@ def _new_ones(pending: list[Entry], lines: list[int], ask: Callable[[str], str],
 
 
 #: A staged batch: its number, phones, due time (None: not yet planned), and the JSON of its
-#: per-recipient texts and senders ('' = none).
-_Staged: TypeAlias = "tuple[int, Sequence[str], int | None, str, str]"
+#: per-recipient texts, senders and UTC offsets in minutes ('' = none).
+_Staged: TypeAlias = "tuple[int, Sequence[str], int | None, str, str, str]"
 
 
 @dataclass
@@ -276,13 +276,16 @@ class _Pending:
     phones: list[str] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)
     senders: dict[str, str] = field(default_factory=dict)
+    #: Recipients' own UTC offsets in minutes (a time-zone column), for a window in their time.
+    zones: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     parts: int = 0
     #: The one text of a batch of list-unsafe texts (see :func:`list_safe`).
     text: str | None = None
 
     def clear(self) -> None:
-        self.phones, self.texts, self.senders, self.bytes, self.parts, self.text = [], {}, {}, 0, 0, None
+        self.phones, self.texts, self.senders, self.zones = [], {}, {}, {}
+        self.bytes, self.parts, self.text = 0, 0, None
 
 
 class PersonalBatcher:
@@ -301,8 +304,9 @@ class PersonalBatcher:
         self.mixed, self.solo = _Pending(), _Pending()
         self.sms = 0
 
-    def add(self, phone: str, text: str, sender: str | None) -> list[_Pending]:
-        """Take one recipient; returns the batches it completed (none, one, or two)."""
+    def add(self, phone: str, text: str, sender: str | None, tz_h: float | None = None) -> list[_Pending]:
+        """Take one recipient (``tz_h``: its own UTC offset in hours, if known); returns the batches it
+        completed (none, one, or two)."""
         parts = self.parts_of(text)
         self.sms += parts
         # Its share of the request body: the text form-encoded (a Cyrillic letter is 6 bytes), the
@@ -325,6 +329,8 @@ class PersonalBatcher:
         pend.texts[phone] = text
         if sender:
             pend.senders[phone] = sender
+        if tz_h is not None:
+            pend.zones[phone] = round(tz_h * 60)
         pend.bytes += size
         pend.parts += parts
         return [d for d in done if d.phones]
@@ -335,7 +341,7 @@ class PersonalBatcher:
 
     @staticmethod
     def _take(pend: _Pending) -> _Pending:
-        out = _Pending(pend.phones, pend.texts, pend.senders, pend.bytes, pend.parts, pend.text)
+        out = _Pending(pend.phones, pend.texts, pend.senders, pend.zones, pend.bytes, pend.parts, pend.text)
         pend.clear()
         return out
 
@@ -525,7 +531,7 @@ class Enqueue:
         done: list[_Pending] = []
         for e in new:
             assert not isinstance(e, str)
-            done += batcher.add(e.phone, e.text, e.sender)
+            done += batcher.add(e.phone, e.text, e.sender, getattr(e, "tz_h", None))
         self._stage_pending(st, done, now_ms)
 
     def _stage_pending(self, st: _Intake, done: Sequence[_Pending], now_ms: int | None) -> None:
@@ -533,7 +539,8 @@ class Enqueue:
         for pend in done:
             texts = json.dumps(pend.texts, ensure_ascii=False, separators=(",", ":"))
             senders = json.dumps(pend.senders, ensure_ascii=False, separators=(",", ":")) if pend.senders else ""
-            staged.append((self._number(st, len(pend.phones)), pend.phones, None, texts, senders))
+            zones = json.dumps(pend.zones, separators=(",", ":")) if pend.zones else ""
+            staged.append((self._number(st, len(pend.phones)), pend.phones, None, texts, senders, zones))
         if staged:
             self._stage(st, staged, now_ms)
 
@@ -594,7 +601,7 @@ class Enqueue:
         batches: list[_Staged] = []
         while len(st.current) >= size or (final and st.current):
             chunk, st.current = st.current[:size], st.current[size:]
-            batches.append((self._number(st, len(chunk)), chunk, None, "", ""))
+            batches.append((self._number(st, len(chunk)), chunk, None, "", "", ""))
         self._stage(st, batches, now_ms)
 
     def _stage(self, st: _Intake, batches: Sequence[_Staged], now_ms: int | None) -> None:
@@ -604,8 +611,8 @@ class Enqueue:
         for lo in range(0, len(batches), _STAGE_CHUNK):
             part = batches[lo:lo + _STAGE_CHUNK]
             args: list[Arg] = [st.batches]
-            for _, phones, due, texts, senders in part:
-                args += [",".join(phones), "" if due is None else due, texts, senders]
+            for _, phones, due, texts, senders, zones in part:
+                args += [",".join(phones), "" if due is None else due, texts, senders, zones]
             if not self._op("stage", ckey, st.token, now_ms, keys=[self.keys.batch(batch_ref(st.cid, n))
                                                                      for n, *_ in part], args=args):
                 raise _LostClaim
@@ -642,17 +649,20 @@ class Enqueue:
                 out.append((batch_ref(st.cid, n), due))
                 dues.append((n, due))
                 continue
-            raw = self.r.hmget(self.keys.batch(batch_ref(st.cid, n)), ["phones", "texts", "senders"])
+            raw = self.r.hmget(self.keys.batch(batch_ref(st.cid, n)), ["phones", "texts", "senders", "zones"])
             phones = _s(raw[0] or b"").split(",")
             texts: dict[str, str] = json.loads(_s(raw[1])) if raw[1] else {}
             senders: dict[str, str] = json.loads(_s(raw[2])) if raw[2] else {}
-            pieces = plan.split(start, [plan.offset_of(p) for p in phones])
+            zones: dict[str, int] = json.loads(_s(raw[3])) if raw[3] else {}
+            pieces = plan.split(start, [zones[p] if p in zones and plan.per_recipient else plan.offset_of(p)
+                                        for p in phones])
             for j, (piece_due, _, members) in enumerate(pieces):
                 num = n
                 if j:
                     num, st.batches = st.batches, st.batches + 1
                 mine = [phones[i] for i in members]
-                pieces_out.append((num, mine, piece_due, _subset_json(texts, mine), _subset_json(senders, mine)))
+                pieces_out.append((num, mine, piece_due, _subset_json(texts, mine), _subset_json(senders, mine),
+                                   _subset_json(zones, mine)))
                 out.append((batch_ref(st.cid, num), piece_due))
             if len(pieces_out) >= _STAGE_CHUNK:
                 self._stage(st, pieces_out, now_ms)
@@ -695,7 +705,7 @@ class Enqueue:
 
 
 
-def _subset_json(values: Mapping[str, str], phones: Sequence[str]) -> str:
+def _subset_json(values: Mapping[str, object], phones: Sequence[str]) -> str:
     if not values:
         return ""
     return json.dumps({p: values[p] for p in phones if p in values}, ensure_ascii=False, separators=(",", ":"))

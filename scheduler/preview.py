@@ -69,10 +69,11 @@ def preview(client: redis.Redis, keys: Keys, spec: CampaignSpec, recipients: Ite
                 each_new(new)
             for e in new:
                 phone = e if isinstance(e, str) else e.phone
+                zone = None if isinstance(e, str) else getattr(e, "tz_h", None)
                 if batcher is not None and not isinstance(e, str):
-                    sizes += [len(b.phones) for b in batcher.add(e.phone, e.text, e.sender)]
+                    sizes += [len(b.phones) for b in batcher.add(e.phone, e.text, e.sender, zone)]
                 if probe.per_recipient:
-                    off = probe.offset_of(phone)
+                    off = round(zone * 60) if zone is not None else probe.offset_of(phone)
                     offsets.append(off)
                     by_offset[off] = by_offset.get(off, 0) + 1
     finally:

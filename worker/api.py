@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import time
@@ -221,12 +222,27 @@ class _Prepared:
             return False
 
 
-def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, template: str | None) -> Iterator[Item]:
-    """The intake stream of what the caller gave: numbers (one text), rows + a template, or pairs."""
+def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, template: str | None,
+           columns: Mapping[str, str | None]) -> Iterator[Item]:
+    """The intake stream of what the caller gave: numbers (one text), rows + a template, or pairs.
+
+    Rows: the first row's keys are the columns, so an unknown placeholder or a missing phone column
+    is refused here, before anything is queued."""
     if message is not None:
         return iter_recipients(_numbered(recipients), region=p.region)
     if template is not None:
-        return _rows.iter_dicts(recipients, template=template, region=p.region, check_text=validate_message)
+        it = iter(recipients)
+        first = next(it, None)
+        if first is None:
+            return iter(())
+        if not isinstance(first, Mapping):
+            raise ValueError(f"with a template, give rows as dicts (column -> value), not {type(first).__name__}")
+        tpl = _rows.compile_template(template, list(first))
+        phone_column = columns.get("phone_column") or "phone"
+        _rows.check_columns(list(first), tpl, phone_column, columns.get("sender_column"), columns.get("tz_column"))
+        return _rows.iter_dicts(itertools.chain([first], it), template=tpl, phone_column=phone_column,
+                                sender_column=columns.get("sender_column"), tz_column=columns.get("tz_column"),
+                                region=p.region, check_text=validate_message)
     return _rows.iter_pairs(recipients, region=p.region, check_text=validate_message)
 
 
@@ -236,7 +252,8 @@ def _check_message_args(message: str | None, template: str | None) -> None:
 
 
 def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None = None, *,
-                     template: str | None = None, sender: str | None = None,
+                     template: str | None = None, phone_column: str = "phone", sender_column: str | None = None,
+                     tz_column: str | None = None, sender: str | None = None,
                      campaign_id: str | None = None, period_h: float | None = None,
                      freq_min: int | None = None, at: str | None = None, tz_h: float | None = None,
                      window: str | None = None, recipient_time: bool = False,
@@ -252,7 +269,9 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
 
     Three shapes: ``recipients`` are numbers and ``message`` the one text; or ``recipients`` are rows
     (dicts) and ``template`` renders each one's text (``{{ column }}``, Jinja2's sandbox); or
-    ``recipients`` are ``(phone, text)`` pairs (neither message nor template).
+    ``recipients`` are ``(phone, text)`` pairs (neither message nor template). Rows name their
+    numbers' column ``phone_column``, and may carry each one's sender (``sender_column``) and time zone
+    (``tz_column``: hours from UTC or a zone name, for a ``window`` with ``recipient_time``).
 
     ``ValueError`` (one line) for a bad message, template, sender or plan — raised before anything is
     queued; ``CampaignError`` for an id taken by another content, a campaign the balance cannot pay
@@ -271,7 +290,8 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
                   tz_h=tz_h, window=window, recipient_time=recipient_time, batch_size=batch_size, region=region,
                   settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
                   template=template)
-    items = _items_override if _items_override is not None else _items(p, recipients, message, template)
+    columns = {"phone_column": phone_column, "sender_column": sender_column, "tz_column": tz_column}
+    items = _items_override if _items_override is not None else _items(p, recipients, message, template, columns)
     receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
                                  strict=strict, before_commit=_balance_check(p, on_warning),
                                  **p.hooks(on_duplicate, on_suppressed))
@@ -352,7 +372,8 @@ def enqueue_table(path: str | os.PathLike[str], template: str, *, phone_column: 
 
 
 def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None = None, *,
-                     template: str | None = None, sender: str | None = None,
+                     template: str | None = None, phone_column: str = "phone", sender_column: str | None = None,
+                     tz_column: str | None = None, sender: str | None = None,
                      period_h: float | None = None, freq_min: int | None = None, at: str | None = None,
                      tz_h: float | None = None, window: str | None = None, recipient_time: bool = False,
                      batch_size: int | None = None, on_rejected: Callable[[Rejected], None] | None = None,
@@ -376,7 +397,8 @@ def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None
                   window=window, recipient_time=recipient_time, batch_size=batch_size, region=region,
                   settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
                   template=template)
-    items = _items_override if _items_override is not None else _items(p, recipients, message, template)
+    columns = {"phone_column": phone_column, "sender_column": sender_column, "tz_column": tz_column}
+    items = _items_override if _items_override is not None else _items(p, recipients, message, template, columns)
     ucs2 = _Ucs2Tally(p.options.send)
     if message is not None:
         ucs2.add(message, 1)

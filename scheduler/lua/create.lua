@@ -20,9 +20,9 @@
 -- renew    KEYS[1]. Returns 1, or 0 when the claim is no longer this intake's.
 -- stage    KEYS[1], KEYS[1+i] batch HASH i. ARGV[5] batches written so far (a high-water mark kept
 --          in the HASH's `batches`, so that whoever takes over knows what to drop), then per batch
---          four ARGVs: its phones (joined by ','), its due time in ms ('' = none), the JSON of its
---          recipients' own texts and of their own senders (personal campaigns; '' = none: the field
---          is not written). A batch's field `n` is the number of its phones, for the commit's check.
+--          five ARGVs: its phones (joined by ','), its due time in ms ('' = none), the JSON of its
+--          recipients' own texts, of their own senders and of their own UTC offsets (personal
+--          campaigns; '' = none: the field is not written). A batch's field `n` is the number of its phones, for the commit's check.
 --          Returns 1 | 0.
 -- due      KEYS[1], KEYS[1+i] batch HASH i, ARGV[4+i] its due time in ms. Returns 1 | 0.
 -- drop     KEYS[1], KEYS[1+i] keys of this campaign to unlink (a dead intake's batches, its seen SET).
@@ -77,13 +77,15 @@ end
 
 if op == 'stage' then
   for i = 2, #KEYS do
-    local at = 2 + 4 * (i - 1)
+    local at = 1 + 5 * (i - 1)
     local bkey, phones, due, texts, senders = KEYS[i], ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+    local zones = ARGV[at + 4]
     local n = count_phones(phones)
     redis.call('HSET', bkey, 'phones', phones, 'state', 'queued', 'attempts', 0, 'owner', '', 'n', n)
     if due ~= '' then redis.call('HSET', bkey, 'due', due) end
     if texts ~= '' then redis.call('HSET', bkey, 'texts', texts) end
     if senders ~= '' then redis.call('HSET', bkey, 'senders', senders) end
+    if zones ~= '' then redis.call('HSET', bkey, 'zones', zones) end
   end
   local mark = tonumber(ARGV[5])
   if mark > tonumber(redis.call('HGET', ckey, 'batches') or '0') then redis.call('HSET', ckey, 'batches', mark) end

@@ -205,3 +205,56 @@ def test_the_campaigns_translit_reaches_the_provider_and_bills_the_parts_it_coun
     assert m["options"]["translit"] == 1 and m["text"] == text and m["parts"] == 1
     assert st["sms"] == 1
     assert [row[3] for row in runtime.campaigns.report_rows("tr")] == ["1"]
+
+
+def _producer_settings(redis_server: Any) -> Settings:
+    """A producer without credentials: nobody to ask about the balance (the workers have them)."""
+    return Settings(redis_url=redis_server.url, smsc_namespace="personal")
+
+
+def test_rows_and_a_template_through_the_python_api_render_each_text_and_refuse_an_unknown_placeholder(
+        runtime: Runtime, sim: Simulator, redis_server: Any) -> None:
+    from worker.api import enqueue_campaign
+
+    s = _producer_settings(redis_server)
+    rows = [{"phone": "+79080000001", "name": "Анна", "order": 4711},
+            {"phone": "+79080000002", "name": "Борис", "order": ""},
+            {"phone": "+79080000001", "name": "Анна again", "order": 1}]
+    rejected: list[Any] = []
+    duplicates: list[int] = []
+    receipt = enqueue_campaign(rows, template="{{ name }}, заказ {{ order }} отправлен", campaign_id="api1",
+                               settings=s, on_rejected=rejected.append,
+                               on_duplicate=lambda line, phone: duplicates.append(line))
+    assert (receipt.total, receipt.invalid, receipt.duplicates) == (1, 1, 1)
+    assert rejected[0].line_no == 2 and "order" in rejected[0].reason and duplicates == [3]
+    run_until_done(runtime, "api1")
+    assert [m["text"] for m in sim.record(0, 10)] == ["Анна, заказ 4711 отправлен"]
+    with pytest.raises(ValueError, match="nmae"):
+        enqueue_campaign(rows, template="{{ nmae }}", campaign_id="api2", settings=s)
+    assert not runtime.campaigns.exists("api2")
+
+
+def test_phone_and_text_pairs_through_the_python_api(runtime: Runtime, sim: Simulator, redis_server: Any) -> None:
+    from worker.api import enqueue_campaign
+
+    receipt = enqueue_campaign([("+79090000001", "one: a"), ("+79090000002", "two; b"), ("bad", "x")],
+                               campaign_id="pairs", settings=_producer_settings(redis_server))
+    assert (receipt.total, receipt.invalid) == (2, 1)
+    run_until_done(runtime, "pairs")
+    assert sorted(m["text"] for m in sim.record(0, 10)) == ["one: a", "two; b"]
+
+
+def test_a_rows_own_time_zone_decides_when_its_window_opens(runtime: Runtime, redis_server: Any) -> None:
+    from worker.api import enqueue_campaign
+
+    now_h = time.gmtime(runtime.redis.time()[0]).tm_hour
+    # A one-hour window open now for a recipient at UTC+3, closed for one at UTC+10 (and for Moscow's +3
+    # the number's own zone would say the same as its column: the column must win for the second).
+    start = (now_h + 3) % 24
+    window = f"{start}-{(start + 1) % 24}"
+    rows = [{"phone": "+79100000001", "tz": "3"}, {"phone": "+79100000002", "tz": "+10"}]
+    receipt = enqueue_campaign(rows, template="hi", tz_column="tz", window=window, recipient_time=True,
+                               campaign_id="zones", settings=_producer_settings(redis_server))
+    assert receipt.batches == 2
+    dues = sorted(int(runtime.redis.hget(runtime.keys.batch(f"zones:{n}"), "due")) for n in range(2))
+    assert dues[1] - dues[0] >= 6 * 3_600_000  # the UTC+10 one waits for its own local hour
