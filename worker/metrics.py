@@ -9,11 +9,12 @@ metrics --port P``, ``python -m worker.metrics``) or mounted in a larger ASGI ap
 labels and its meaning: docs/metrics.md (the list below, :data:`METRICS`, is the source of it).
 
 **Cheap at any size.** A scrape is three pipelined round trips whatever the campaigns hold: the server's
-clock and the campaign list; the states of the most recent campaigns and the queues' sizes, heads and
-oldest entries (``ZCARD``/``ZCOUNT``/``ZRANGE 0 0``: O(log n)); then the exported campaigns' counters
-(``HMGET``), their delivery counters by code, and each login's account state and slots. No key per
-recipient or per batch is read, except the batches in the workers' hands (bounded by ``SMSC_WINDOW``) and
-the due-now head of the due-queue (at most :attr:`MetricsConfig.due_scan` members).
+clock and the campaign list; the states of the most recent campaigns (a final campaign's only once: it
+never changes again) and the queues' sizes and oldest entries (``ZCARD``/``ZCOUNT``/``ZRANGE 0 0``:
+O(log n)); then the exported campaigns' counters (``HMGET``), their delivery counters by code, and
+each login's account state and slots. No key per recipient or per batch is read, except the batches in
+the workers' hands (bounded by ``SMSC_WINDOW``) and the due-now head of the due-queue (at most
+:attr:`MetricsConfig.due_scan` members).
 
 **Bounded cardinality.** Of the :attr:`MetricsConfig.scan` most recent campaigns, the
 :attr:`MetricsConfig.campaigns` most recent that are not final (an interrupted intake excepted) and the
@@ -34,7 +35,7 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,10 @@ class MetricsConfig:
         return cls(**values)
 
 
+#: A campaign's state, finished_ms, cancelled_ms, lease_until and account (None: absent).
+_Head = tuple[str | None, ...]
+
+
 @dataclass
 class _Scrape:
     """What one scrape read (raw), filled round trip by round trip."""
@@ -246,6 +251,8 @@ class LedgerCollector(Collector):
         self.r = client
         self.config = config or MetricsConfig()
         self.keys = Keys(self.config.namespace)
+        #: Final campaigns seen: id -> (creation score, their state, ends and login as read once).
+        self._final: dict[str, tuple[float, _Head]] = {}
 
     def describe(self) -> Iterable[Metric]:
         # Registration must not read Redis (the registry calls describe(), else nothing).
@@ -269,21 +276,35 @@ class LedgerCollector(Collector):
         c, k, sc = self.config, self.keys, _Scrape()
         pipe = self.r.pipeline(transaction=False)
         pipe.time()
-        pipe.zrevrange(k.campaigns, 0, c.scan - 1)
+        pipe.zrevrange(k.campaigns, 0, c.scan - 1, withscores=True)
         pipe.zcard(k.campaigns)
-        (secs, micros), ids, sc.known = pipe.execute()
+        (secs, micros), listed, sc.known = pipe.execute()
         sc.round_trips = 1
         now = sc.now_ms = int(secs) * 1000 + int(micros) // 1000
-        cids = [_s(x) for x in ids]
+        scanned = [(_s(x), float(score)) for x, score in listed]
+        # A final campaign's state, end and login never change: read once, not at every scrape (keyed by
+        # its creation time too, so that a namespace emptied and refilled is read afresh).
+        final = self._final
+        unread = [cid for cid, score in scanned if final.get(cid, (None,))[0] != score]
 
         pipe = self.r.pipeline(transaction=False)
-        for cid in cids:
+        for cid in unread:
             pipe.hmget(k.campaign(cid), "state", "finished_ms", "cancelled_ms", "lease_until", "account")
         queue_reads = self._queue_reads(pipe, now)
         res = pipe.execute()
         sc.round_trips = 2
-        chosen = self._choose(sc, cids, res[:len(cids)])
-        q = dict(zip(queue_reads, res[len(cids):], strict=True))
+        heads = {cid: tuple(_s(v) if v is not None else None for v in head)
+                 for cid, head in zip(unread, res[:len(unread)], strict=True)}
+        for cid, score in scanned:
+            if cid in heads:
+                state, finished = heads[cid][0], heads[cid][1]
+                if state in FINAL_STATES and finished:  # a cancelled one ends when its batches in flight do
+                    final[cid] = (score, heads[cid])
+            else:
+                heads[cid] = final[cid][1]
+        self._final = {cid: final[cid] for cid, _ in scanned if cid in final}
+        chosen = self._choose(sc, [cid for cid, _ in scanned], heads)
+        q = dict(zip(queue_reads, res[len(unread):], strict=True))
 
         pipe = self.r.pipeline(transaction=False)
         codes_key = getattr(k, "outcome_codes", None)  # not in the keyspace yet: docs/metrics.md
@@ -353,18 +374,19 @@ class LedgerCollector(Collector):
             names.append("deferrals")
         return names
 
-    def _choose(self, sc: _Scrape, cids: Sequence[str], heads: Sequence[Sequence[Any]]) -> list[str]:
+    def _choose(self, sc: _Scrape, cids: Sequence[str], heads: Mapping[str, _Head]) -> list[str]:
         """The campaigns to export: the most recent non-final ones (an intake that stopped excepted) and
         the most recent that ended within the window, each up to its cap."""
         c = self.config
         active: list[str] = []
         final: list[str] = []
         since = sc.now_ms - int(c.final_window_s * 1000)
-        for cid, (state_b, finished, cancelled, lease, account) in zip(cids, heads, strict=True):
-            state = _s(state_b) if state_b is not None else "missing"
+        for cid in cids:
+            state_or_none, finished, cancelled, lease, account = heads[cid]
+            state = state_or_none if state_or_none is not None else "missing"
             sc.scanned[state] += 1
             sc.states[cid] = state
-            sc.accounts_of[cid] = _s(account or b"")
+            sc.accounts_of[cid] = account or ""
             if state in FINAL_STATES:
                 ended = max(int(finished or 0), int(cancelled or 0))
                 if ended >= since and len(final) < c.final_campaigns:
