@@ -18,11 +18,11 @@ may well have been delivered — ask for them by name. With ``codes``, a selecte
 have its send error code (the report's ``error_code``) or its delivery status (``delivery_status``)
 in ``codes``. A recipient still pending, or sent and delivered (or not yet final), is never selected.
 
-**What the follow-up keeps.** Each recipient's own text and sender (a personal campaign's batch
-``texts``/``senders``, byte for byte) or the campaign's one ``message``; the campaign's sender, its
-provider options (``options``), ``auto_stop``, ``allow_partial``, its send window (``--window`` with
-its zone and ``--recipient-time``; not its start, period or frequency: those times have passed) and
-its webhook. Not its budget: ``max_cost`` only when given (the original's was for the original's
+**What the follow-up keeps.** Each recipient's own text, sender and time zone (a personal campaign's
+batch ``texts``/``senders``/``zones``; texts byte for byte) or the campaign's one ``message``; the
+campaign's sender, its provider options (``options``), ``auto_stop``, ``allow_partial``, its send
+window (``--window`` with its zone and ``--recipient-time``; not its start, period or frequency: those
+times have passed) and its webhook. Not its budget: ``max_cost`` only when given (the original's was for the original's
 spend). Numbers now on the stop list are left out (:attr:`RetryStats.suppressed`).
 
 **Never twice.** The follow-up's intake deduplicates as any campaign's does, and a recipient who is
@@ -348,7 +348,7 @@ def _selected(conn: redis.Redis, keys: Keys, cid: str, f: dict[str, str], *, sta
               codes: frozenset[int] | None, excluded: _Recipients, stoplist: StopList, stats: RetryStats,
               personal: bool) -> Iterator[Item]:
     """The follow-up's recipients in the original's batch order: ``(line_no, phone)`` for a campaign of
-    one text, :class:`worker.rows.Row` (its own text and sender) for a personal one."""
+    one text, :class:`worker.rows.Row` (its own text, sender and time zone) for a personal one."""
     n = int(f.get("batches", 0) or 0)
     line_no = 0
     for lo in range(0, n, _CHUNK):
@@ -387,10 +387,11 @@ def _selected(conn: redis.Redis, keys: Keys, cid: str, f: dict[str, str], *, sta
             continue
         pipe = conn.pipeline(transaction=False)
         for ref, _ in picked:
-            pipe.hmget(keys.batch(ref), "texts", "senders")
-        for (ref, phones), (texts_raw, senders_raw) in zip(picked, pipe.execute(), strict=True):
+            pipe.hmget(keys.batch(ref), "texts", "senders", "zones")
+        for (ref, phones), (texts_raw, senders_raw, zones_raw) in zip(picked, pipe.execute(), strict=True):
             texts: dict[str, str] = json.loads(_s(texts_raw)) if texts_raw else {}
             senders: dict[str, str] = json.loads(_s(senders_raw)) if senders_raw else {}
+            zones: dict[str, int] = json.loads(_s(zones_raw)) if zones_raw else {}  # UTC offset, minutes
             for p in phones:
                 text = texts.get(p)
                 if text is None:
@@ -398,4 +399,5 @@ def _selected(conn: redis.Redis, keys: Keys, cid: str, f: dict[str, str], *, sta
                                         f"({mask_phone(p)}); nothing was queued")
                 line_no += 1
                 stats.selected += 1
-                yield Row(line_no, p, text, senders.get(p) or None)
+                zone = zones.get(p)
+                yield Row(line_no, p, text, senders.get(p) or None, None if zone is None else zone / 60)

@@ -250,6 +250,23 @@ def test_personal_texts_and_senders_go_into_the_follow_up_byte_for_byte(runtime:
     assert {"+" + p: m["text"] for p, m in second.items()} == {p: t for p, (t, _) in want.items()}
 
 
+def test_each_recipients_own_time_zone_still_decides_when_the_follow_ups_window_opens(runtime: Runtime) -> None:
+    now_h = time.gmtime(runtime.redis.time()[0]).tm_hour
+    start = (now_h + 3) % 24  # a one-hour window open now at UTC+3, closed at UTC+10
+    window = f"{start}-{(start + 1) % 24}"
+    rows = [{"phone": "+79100000001", "tz": "3"}, {"phone": "+79100000002", "tz": "+10"}]
+    enqueue_campaign(rows, template="hi", tz_column="tz", window=window, recipient_time=True, campaign_id="z",
+                     options=PARTIAL, **api(runtime))
+    runtime.campaigns.cancel("z")
+    receipt = retry_campaign("z", states={"cancelled"}, **api(runtime))
+    assert receipt is not None and receipt.batches == 2
+    due = {}
+    for n in range(2):
+        phones, at = runtime.redis.hmget(runtime.keys.batch(f"z.r1:{n}"), "phones", "due")
+        due[text(phones or b"")] = int(at or 0)
+    assert due["+79100000002"] - due["+79100000001"] >= 6 * 3_600_000  # the UTC+10 one waits for its hour
+
+
 # -- idempotence ----------------------------------------------------------------------------------------
 def failed_campaign(rt: Runtime, sim: Simulator, cid: str, n: int = 6) -> list[str]:
     phones = [phone(200 + i) for i in range(n)]
