@@ -292,8 +292,8 @@ def test_the_dry_run_speaks_the_zone_of_its_options_and_counts_in_the_singular(e
     at = (datetime.now(timezone(timedelta(hours=7))) + timedelta(days=1)).strftime("%d.%m.%y") + " 10:00"
     proc = cli(env, "enqueue", "--phones-file", str(phones), "--message", "m", "--at", at, "--tz", "4", "--dry-run")
     first = proc.stdout.splitlines()[0]
-    assert first.startswith("dry run: 1 recipient (0 invalid, 0 duplicates), 1 part each, about 1 SMS, 1 group, "
-                            "1 batch of up to ")
+    assert first.startswith("dry run: 1 recipient (0 invalid, 0 duplicates, 0 suppressed), 1 part each, "
+                            "1 SMS in all, 1 group, 1 batch of up to ")
     assert "  times in UTC+7, the zone of --at and --window (--tz)" in proc.stdout
     assert " 10:00:00 UTC+7" in proc.stdout
 
