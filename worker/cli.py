@@ -624,6 +624,16 @@ def status_receiver(host: str, port: int) -> None:
     sys.exit(receiver_main(["--host", host, "--port", str(port)]))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=9180, show_default=True, help="Port (0: a free one).")
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus /metrics, read from the ledger at every scrape (every worker's work counted)."""
+    from worker.metrics import main as metrics_main
+
+    sys.exit(metrics_main(["--host", host, "--port", str(port)]))
+
+
 def _register() -> None:
     """The command groups that live in modules of their own."""
     from worker.cli_stoplist import stoplist

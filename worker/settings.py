@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     smsc_webhook_secret: SecretStr | None = None
     # Log lines: "text" (human) or "json" (one JSON object a line; phone numbers masked either way).
     smsc_log_format: str = Field(default="text", pattern=r"^(text|json)$")
+    # Prometheus /metrics (worker.metrics): non-final campaigns exported with a label, and how long a final
+    # one stays exported after it ended (bounded series).
+    smsc_metrics_campaigns: int = Field(default=50, ge=0, le=1000)
+    smsc_metrics_final_window: float = Field(default=3600.0, ge=0, le=7 * 86_400)
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
