@@ -636,9 +636,11 @@ def metrics(host: str, port: int) -> None:
 
 def _register() -> None:
     """The command groups that live in modules of their own."""
+    from worker.cli_retry import retry
     from worker.cli_stoplist import stoplist
 
     cli.add_command(stoplist)
+    cli.add_command(retry)
 
 
 _register()

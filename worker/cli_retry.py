@@ -118,9 +118,3 @@ def retry(campaign_id: str, codes: str | None, states: str | None, new_id: str |
     else:
         click.echo(receipt.campaign_id)
 
-
-if __name__ == "__main__":  # python -m worker.cli_retry: smsc-mailer, this command registered if it is not yet
-    from worker.cli import cli, main
-
-    cli.commands.setdefault("retry", retry)
-    main()

@@ -403,9 +403,3 @@ def check(number: str, as_json: bool) -> None:
                                "source": e.source if e else None, "added_ms": e.added_ms if e else None}))
     raise SystemExit(0 if e is not None else 1)
 
-
-if __name__ == "__main__":  # python -m worker.cli_stoplist: smsc-mailer, this group registered if it is not yet
-    from worker.cli import cli, main
-
-    cli.commands.setdefault("stoplist", stoplist)
-    main()
