@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # one stays exported after it ended (bounded series).
     smsc_metrics_campaigns: int = Field(default=50, ge=0, le=1000)
     smsc_metrics_final_window: float = Field(default=3600.0, ge=0, le=7 * 86_400)
+    # The HTTP API (`smsc-mailer serve`): bearer tokens as "sha256hex:scope" (scope read or full), comma-
+    # separated (`smsc-mailer api-token` mints one); the largest upload accepted, in bytes.
+    smsc_api_tokens: SecretStr | None = None
+    smsc_api_max_upload: int = Field(default=64 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
