@@ -13,9 +13,14 @@ import redis
 from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.intake import iter_phones_file, iter_recipients
 from scheduler.keys import Keys
+from worker.api import CampaignOptions, enqueue_table
+from worker.dev.bench.personal import TEMPLATE, list_bodies, write_personal_csv
 from worker.dev.bench.report import evaluate
 from worker.dev.demo import write_phones
 from worker.dev.phones import number, spell, write_phones_file
+from worker.dev.stack import RedisServer
+from worker.settings import Settings
+from worker.smsc.encoding import count_parts
 
 
 def _now() -> int:
@@ -105,3 +110,45 @@ def test_a_slow_push_a_lost_status_a_breach_or_an_unsettled_status_is_a_miss() -
     assert lost["met"] is False and lost["missed_by"] == "10 of 50,000 not stored"  # fast, but not all stored
     poll = {r["key"]: r for r in evaluate(_delivery(breaches=2, settled=49_000))}["delivery_polling"]
     assert poll["met"] is False and poll["missed_by"] == "2 breaches, 1,000 of 50,000 unsettled"
+
+
+def test_the_personal_csv_is_what_it_counts_and_the_bare_generator_gets_the_campaigns_own_requests(
+        redis_server: RedisServer, redis_client: redis.Redis, tmp_path: Path) -> None:
+    path = tmp_path / "people.csv"
+    counts = write_personal_csv(path, 3_000)
+    assert (counts["invalid"], counts["duplicates"], counts["unique"]) == (60, 30, 2_910)  # 2 % and 1 %
+    settings = Settings(redis_url=redis_server.url, smsc_namespace="pb")
+    receipt = enqueue_table(path, TEMPLATE, settings=settings, redis_conn=redis_client,
+                            options=CampaignOptions(allow_partial=True))
+    assert (receipt.total, receipt.invalid, receipt.duplicates) == (2_910, 60, 30)
+
+    bodies = list_bodies(redis_client, Keys("pb"), receipt.campaign_id, receipt.batches)
+    assert sum(n for _, n in bodies) == receipt.total
+    texts = [line.split(":", 1)[1] for value, _ in bodies for line in value.split("\n")]
+    assert len(texts) == len(set(texts)) == receipt.total  # every row its own text, one list line each
+    assert {count_parts(t) for t in texts} == {2}  # Cyrillic: UCS-2, 2 parts
+    mean = sum(len(t.encode()) for t in texts) / len(texts)
+    assert abs(mean - counts["text_bytes_mean"]) < 0.1  # the generator's figure is the queued texts'
+
+
+def _personal(*, per: float = 180.0, text: float = 137.0, ratio: float = 0.92) -> dict[str, object]:
+    intake = {str(n): {"rows": n, "rows_per_s": rate, "producer_peak_rss_mb": rss,
+                       "redis_bytes_per_pending_recipient": per, "text_bytes_mean": text}
+              for n, rate, rss in ((100_000, 40_000, 80.0), (1_000_000, 60_000, 82.0))}
+    return {"personal": {"intake": intake | {"balance_check": {"seconds": 0.9, "provider_requests": 3}},
+                         "send": {"sent": 970_000, "msgs_per_s": round(25_000 * ratio), "sim_duplicates": 0,
+                                  "breaches": 0},
+                         "bare": {"msgs_per_s": 25_000}}}
+
+
+def test_the_personal_rows_show_the_constant_beside_the_text_and_the_ratio_to_the_bare_generator() -> None:
+    rows = {r["key"]: r for r in evaluate(_personal())}
+    redis_row = rows["personal_redis_bytes"]
+    assert (redis_row["value"], redis_row["shown"], redis_row["met"]) == (43.0, "180 B = 137 + 43 B", True)
+    assert rows["personal_intake_rate@1000000"]["missed_by"] == "40% short"
+    assert rows["personal_intake_rate@100000"]["met"] is None  # no target for the small file
+    assert rows["personal_producer_rss"]["met"] is True
+    assert rows["personal_vs_bare"]["met"] is True and rows["personal_vs_bare"]["target"] == "≥ 0.90"
+    slow = {r["key"]: r for r in evaluate(_personal(per=400.0, ratio=0.6))}
+    assert slow["personal_vs_bare"]["missed_by"] == "33% short"
+    assert slow["personal_redis_bytes"]["met"] is False  # 263 B a recipient beyond its text: not "small"

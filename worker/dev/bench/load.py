@@ -9,7 +9,8 @@
 - :func:`sample_client` — baseline (a): the provider's sample client the usual way, one synchronous
   request per recipient (``phones=one``, ``mes=text``), a new connection each time.
 - :func:`bare_load` — baseline (c): the tightest loop that keeps ``slots`` requests of ``batch_size``
-  numbers in flight (threads + httpx, bodies built before the clock starts, no ledger, no guards).
+  numbers in flight (threads + httpx, bodies built before the clock starts, no ledger, no guards); or,
+  given ``lists``, those ``list`` values (a personal campaign's own requests, one text a line).
 
 Every request goes to 127.0.0.1 only, and every loop is bounded in time and count.
 """
@@ -171,20 +172,35 @@ def sample_client(base_url: str, *, login: str, password: str, text: str, second
 
 
 def bare_load(base_url: str, *, login: str, password: str, text: str, batch_size: int, slots: int,
-              seconds: float, first_number: int) -> dict[str, Any]:
+              seconds: float, first_number: int, lists: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
     """Baseline (c): ``slots`` threads, each POSTing ``list=`` requests of ``batch_size`` distinct numbers
-    back to back for ``seconds`` (bodies prepared first; answers only checked for an error)."""
+    back to back for ``seconds`` (bodies prepared first; answers only checked for an error).
+
+    ``lists``: send these ``list`` values instead, each with its number of recipients, dealt to the
+    threads in turn (``text``, ``first_number`` unused; ``batch_size`` is only reported); a thread stops
+    early when its share runs out."""
     per_thread = int(seconds / 0.2 * 1.5) + 5  # more bodies than a 200 ms provider can take
     counter = itertools.count(first_number)
     bodies: list[list[bytes]] = []
+    sizes: list[list[int]] = []
+
+    def body(value: str, t: int, r: int) -> bytes:
+        return urllib.parse.urlencode({
+            "login": login, "psw": password, "list": value, "id": f"bare-{t}-{r}",
+            "fmt": "3", "charset": "utf-8", "cost": "3", "op": "1"}).encode()
+
     for t in range(slots):
+        if lists is not None:
+            share = lists[t::slots][:per_thread]
+            bodies.append([body(value, t, r) for r, (value, _) in enumerate(share)])
+            sizes.append([n for _, n in share])
+            continue
         mine = []
         for r in range(per_thread):
             phones = ",".join(f"7952{next(counter):07d}" for _ in range(batch_size))
-            mine.append(urllib.parse.urlencode({
-                "login": login, "psw": password, "list": f"{phones}:{text}", "id": f"bare-{t}-{r}",
-                "fmt": "3", "charset": "utf-8", "cost": "3", "op": "1"}).encode())
+            mine.append(body(f"{phones}:{text}", t, r))
         bodies.append(mine)
+        sizes.append([batch_size] * per_thread)
     sent = [0] * slots
     errors = [0] * slots
     start_at = threading.Event()
@@ -194,12 +210,12 @@ def bare_load(base_url: str, *, login: str, password: str, text: str, batch_size
 
         def loop(t: int) -> None:
             start_at.wait()
-            for body in bodies[t]:
+            for content, n in zip(bodies[t], sizes[t], strict=True):
                 if time.perf_counter() >= deadline:
                     return
-                resp = http.post("/sys/send.php", content=body, headers=headers)
+                resp = http.post("/sys/send.php", content=content, headers=headers)
                 if resp.status_code == 200 and b'"error_code"' not in resp.content[:200]:
-                    sent[t] += batch_size
+                    sent[t] += n
                 else:
                     errors[t] += 1
 

@@ -96,6 +96,7 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
                              f"({rows[-1]['shown']})")
         rows.append(_row("redis_bytes", "Redis memory per pending recipient", large[
             "redis_bytes_per_pending_recipient"], 100, op="<=", unit=" B"))
+    rows.extend(_personal_rows(res.get("personal") or {}))
     warm = res.get("warm_up")
     if warm:
         rows.append(_row("cold_start", f"fresh workers: first {warm['requests']} requests (probe, then full cap)",
@@ -145,6 +146,47 @@ def evaluate(res: dict[str, Any]) -> list[dict[str, Any]]:
                          op="<=", fmt="{:.2f}", unit=" s"))
         rows.append(_row("exactly_once" + tag, f"send, batch {bs}: duplicates + rule breaches at the provider",
                          s["sim_duplicates"] + s["breaches"], 0, op="<=", fmt="{:,.0f}"))
+    return rows
+
+
+def _personal_rows(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """The personal texts' rows: intake rows/s at N/10 and N, the producer's RSS between them, Redis bytes
+    per pending recipient beside the mean text bytes (the target is on their difference: "its text's
+    bytes plus a small constant"), the balance check's time, and the send rate over the bare load generator
+    sending the same requests."""
+    rows: list[dict[str, Any]] = []
+    intake = {k: v for k, v in (p.get("intake") or {}).items() if k.isdigit()}
+    if intake:
+        small, large = (intake[k] for k in sorted(intake, key=int))
+        for x in (small, large):
+            figure = f"personal texts: intake rows/s ({x['rows']:,} rows, CSV + template, child process)"
+            rows.append(_row(f"personal_intake_rate@{x['rows']}", figure, x["rows_per_s"],
+                             100_000 if x is large else None))
+        rows.append(_row("personal_producer_rss", f"personal texts: producer peak RSS, {small['rows']:,} → "
+                                                  f"{large['rows']:,} rows",
+                         round(large["producer_peak_rss_mb"] - small["producer_peak_rss_mb"], 1), 20, op="<",
+                         fmt="{:+.1f}", unit=" MB"))
+        rows[-1]["shown"] = (f"{small['producer_peak_rss_mb']:.0f} → {large['producer_peak_rss_mb']:.0f} MB "
+                             f"({rows[-1]['shown']})")
+        per, text = large["redis_bytes_per_pending_recipient"], large["text_bytes_mean"]
+        rows.append(_row("personal_redis_bytes", "personal texts: Redis bytes per pending recipient − its text's "
+                                                 "bytes (UTF-8)", round(per - text, 1), 100, op="<=", unit=" B"))
+        rows[-1]["shown"] = f"{per:,.0f} B = {text:,.0f} + {rows[-1]['shown']}"
+    check = (p.get("intake") or {}).get("balance_check")
+    if check:
+        rows.append(_row("personal_balance_check", f"personal texts: the enqueue's balance check "
+                                                   f"({check['provider_requests']} provider requests)",
+                         check["seconds"], fmt="{:.2f}", unit=" s"))
+    send, bare = p.get("send"), p.get("bare")
+    if send:
+        rows.append(_row("personal_msgs_per_s", f"personal texts: send, {send['sent']:,} recipients: messages/s",
+                         send["msgs_per_s"]))
+        if bare and bare.get("msgs_per_s"):
+            rows.append(_row("personal_vs_bare", f"personal texts: ÷ bare load generator, same requests "
+                                                 f"({bare['msgs_per_s']:,.0f}/s)",
+                             send["msgs_per_s"] / bare["msgs_per_s"], 0.9, fmt="{:.2f}"))
+        rows.append(_row("personal_exactly_once", "personal texts: duplicates + rule breaches at the provider",
+                         send["sim_duplicates"] + send["breaches"], 0, op="<=", fmt="{:,.0f}"))
     return rows
 
 

@@ -12,7 +12,15 @@ Workloads:
    (wall time of the child, its start-up included), the child's peak RSS in both runs (the difference
    shows whether memory is flat), and Redis memory per pending recipient (``used_memory`` after the
    commit minus before, over the recipients queued).
-2. **Send at the limit** — the same file as a campaign, sent by 2 workers (``--pool``/``--concurrency``,
+2. **Personal texts** (:mod:`worker.dev.bench.personal`) — a CSV of N rows (``phone;name;order;city``,
+   Russian names, ~2 % invalid phones, ~1 % duplicates) and a template of one placeholder per column:
+   every text its own, 72-101 characters of Cyrillic (UCS-2, 2 parts). Intake (``smsc-mailer enqueue
+   --csv FILE --template ...``, a child) of N/10 and N rows, measured as above, with the mean UTF-8 bytes
+   of the texts queued beside Redis' bytes per recipient; the small file again with ``--allow-partial``
+   tells the balance check's time. Then the N rows as a campaign sent by the running workers (beat
+   stopped while enqueuing, as below), and the bare load generator sending that campaign's own
+   requests (each batch's texts as ``list`` lines, 14 in flight): the ratio of the two rates.
+3. **Send at the limit** — the phones file of 1. as a campaign, sent by 2 workers (``--pool``/``--concurrency``,
    default prefork × 10: 20 processes for 14 slots, so that a slot that comes free finds a batch
    that has passed ``begin`` waiting for it; with × 8 slot use measured ~3 % lower) for each batch
    size, after a small warm-up campaign (:func:`warm_up`). The campaign is enqueued while beat is
@@ -21,14 +29,14 @@ Workloads:
    average requests in flight (the simulator's ``inflight``, sampled every 50 ms) ÷ 14 over that span
    less its first and last 0.5 s; CPU of the workers (pool children included) and of Redis
    (``INFO cpu``, the broker's work included) per 1,000,000 recipients sent; and the lag.
-3. **Cold start** (:func:`~worker.dev.bench.send.cold_start`) — the first campaign of fresh workers
+4. **Cold start** (:func:`~worker.dev.bench.send.cold_start`) — the first campaign of fresh workers
    (2 x 8) on an account nobody proved yet, 100,000 recipients, as a ratio to the bare load generator.
-4. **One late answer in five** (:func:`~worker.dev.bench.send.late_answers`) — a clean campaign and one
+5. **One late answer in five** (:func:`~worker.dev.bench.send.late_answers`) — a clean campaign and one
    with one send answer in five after the timeout, by the same workers: the late rate over the clean one.
-5. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
+6. **Baselines**, same simulator: (a) the provider's sample client, one synchronous request per
    recipient; (b) one Celery task per recipient (:mod:`worker.dev.bench.baseline_app`, 2 workers, same pool and
    concurrency); (c) a bare load generator keeping 14 requests of the same batch size in flight.
-6. **Delivery** (:func:`~worker.dev.bench.delivery.delivery`) — statuses a second through the push endpoint
+7. **Delivery** (:func:`~worker.dev.bench.delivery.delivery`) — statuses a second through the push endpoint
    (the receiver a process of its own, on this Redis), and statuses settled a minute by polling status.php
    against a simulator of its own with delivery on, with zero breaches of its limits.
 
@@ -55,7 +63,8 @@ from typing import Any
 
 import redis
 
-from worker.dev.bench import load
+from scheduler.keys import Keys
+from worker.dev.bench import load, personal
 from worker.dev.bench.delivery import delivery
 from worker.dev.bench.profile import py_spy
 from worker.dev.bench.report import evaluate, render_table
@@ -93,6 +102,8 @@ class Sizes:
         self.bare_s = 4.0 if quick else 8.0
         self.push_statuses = 50_000 if quick else 100_000
         self.poll_recipients = 50_000 if quick else 100_000
+        self.personal_rows = recipients or (100_000 if quick else 1_000_000)
+        self.personal_small_rows = max(self.personal_rows // 10, 1_000)
 
 
 def machine() -> dict[str, Any]:
@@ -125,26 +136,70 @@ def _used_memory(r: redis.Redis) -> int:
 
 
 # ------------------------------------------------------------------------------------------- intake
+def _measure_intake(r: redis.Redis, sim: SimulatorProcess, argv: list[str], ns: str, workdir: Path) -> dict[str, Any]:
+    """One ``smsc-mailer enqueue`` child: its receipt, wall and CPU time, peak RSS, the Redis bytes it
+    added (``used_memory`` after the commit minus before) and the provider requests it made."""
+    before = _used_memory(r)
+    requests = sim.summary()["requests"]
+    m = load.run_measured(argv, env=_env(_url(r), sim, ns), workdir=workdir, timeout_s=600)
+    if m.returncode != 0:
+        raise RuntimeError(f"enqueue into {ns} failed ({m.returncode}): {m.stderr_tail}")
+    receipt = json.loads(m.stdout.strip().splitlines()[-1])
+    return {"receipt": receipt, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_rss_mb": m.peak_rss_mb,
+            "redis_bytes": _used_memory(r) - before, "provider_requests": sim.summary()["requests"] - requests}
+
+
 def intake(r: redis.Redis, sim: SimulatorProcess, files: dict[int, Path], workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for lines, path in sorted(files.items()):
-        ns = f"intake{lines}"
-        before = _used_memory(r)
-        m = load.run_measured(cli("enqueue", "--phones-file", str(path), "--message", MESSAGE, "--json"),
-                              env=_env(_url(r), sim, ns),
-                              workdir=workdir, timeout_s=600)
-        if m.returncode != 0:
-            raise RuntimeError(f"enqueue of {lines} lines failed ({m.returncode}): {m.stderr_tail}")
-        receipt = json.loads(m.stdout.strip().splitlines()[-1])
-        after = _used_memory(r)
+        x = _measure_intake(r, sim, cli("enqueue", "--phones-file", str(path), "--message", MESSAGE, "--json"),
+                            f"intake{lines}", workdir)
+        receipt = x["receipt"]
         out[str(lines)] = {
             "lines": lines, "recipients": receipt["total"], "invalid": receipt["invalid"],
-            "duplicates": receipt["duplicates"], "batches": receipt["batches"], "wall_s": round(m.wall_s, 2),
-            "lines_per_s": round(lines / m.wall_s), "producer_cpu_s": round(m.cpu_s, 2),
-            "producer_peak_rss_mb": round(m.peak_rss_mb, 1),
-            "redis_bytes_per_pending_recipient": round((after - before) / receipt["total"], 1),
+            "duplicates": receipt["duplicates"], "batches": receipt["batches"], "wall_s": round(x["wall_s"], 2),
+            "lines_per_s": round(lines / x["wall_s"]), "producer_cpu_s": round(x["cpu_s"], 2),
+            "producer_peak_rss_mb": round(x["peak_rss_mb"], 1),
+            "redis_bytes_per_pending_recipient": round(x["redis_bytes"] / receipt["total"], 1),
         }
         log(f"intake {lines} lines: {out[str(lines)]}")
+    r.flushdb()  # our private server: the intake campaigns are not sent
+    return out
+
+
+def personal_intake(r: redis.Redis, sim: SimulatorProcess, files: dict[int, Path], counts: dict[str, Any],
+                    workdir: Path, profile: Path | None = None) -> dict[str, Any]:
+    """``smsc-mailer enqueue --csv FILE --template ...`` of each file (``counts``: what each holds), then the
+    small one again with ``--allow-partial``: the difference in wall time is the balance check's (the
+    provider's quote of the first 1,000 recipients and balance.php, 200 ms a request here). ``profile``:
+    then the large one once more under py-spy (not measured), its stacks in that folder."""
+    out: dict[str, Any] = {}
+    for rows, path in sorted(files.items()):
+        x = _measure_intake(r, sim, personal.enqueue_argv(path), f"pintake{rows}", workdir)
+        receipt, c = x["receipt"], counts[str(rows)]
+        out[str(rows)] = {
+            "rows": rows, "recipients": receipt["total"], "invalid": receipt["invalid"],
+            "duplicates": receipt["duplicates"], "batches": receipt["batches"], "sms": receipt.get("sms"),
+            "as_written": (receipt["total"], receipt["invalid"], receipt["duplicates"]) == (
+                c["unique"], c["invalid"], c["duplicates"]),
+            "wall_s": round(x["wall_s"], 2), "rows_per_s": round(rows / x["wall_s"]),
+            "producer_cpu_s": round(x["cpu_s"], 2), "producer_peak_rss_mb": round(x["peak_rss_mb"], 1),
+            "redis_bytes_per_pending_recipient": round(x["redis_bytes"] / max(receipt["total"], 1), 1),
+            "text_bytes_mean": c["text_bytes_mean"], "provider_requests": x["provider_requests"],
+        }
+        log(f"intake of personal texts, {rows} rows: {out[str(rows)]}")
+    small = min(files)
+    x = _measure_intake(r, sim, personal.enqueue_argv(files[small], "--allow-partial"), f"pintake{small}-unchecked",
+                        workdir)
+    out["balance_check"] = {"rows": small, "wall_s_without": round(x["wall_s"], 2),
+                            "seconds": round(out[str(small)]["wall_s"] - x["wall_s"], 2),
+                            "provider_requests": out[str(small)]["provider_requests"] - x["provider_requests"]}
+    log(f"balance check: {out['balance_check']}")
+    if profile is not None:
+        large = max(files)
+        out["profile"] = personal.profiled_intake(personal.enqueue_argv(files[large]),
+                                                  _env(_url(r), sim, f"pintake{large}-profiled"), workdir,
+                                                  profile / f"intake-personal-{large}.txt")
     r.flushdb()  # our private server: the intake campaigns are not sent
     return out
 
@@ -220,7 +275,8 @@ def baselines(stack: Stack, sim: SimulatorProcess, sizes: Sizes, pool: str, conc
 
 # ---------------------------------------------------------------------------------------------- run
 def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path = Path("bench/results.json"),
-              pool: str = "prefork", concurrency: int = 10, workloads: str = "intake,cold,send,late,baselines,delivery",
+              pool: str = "prefork", concurrency: int = 10,
+              workloads: str = "intake,personal,cold,send,late,baselines,delivery",
               batch_sizes: tuple[int, ...] = (500, 100), profile: Path | None = None,
               echo: Callable[[str], None] = print) -> int:
     if profile is not None and py_spy() is None:
@@ -240,6 +296,13 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
         for n, path in files.items():
             results.setdefault("files", {})[str(n)] = write_phones_file(path, n)
         log(f"phones files written: {results['files']}")
+        ptables: dict[int, Path] = {}
+        tables: dict[str, Any] = {}
+        if "personal" in chosen:
+            for n in (sizes.personal_small_rows, sizes.personal_rows):
+                ptables[n] = work / f"personal-{n}.csv"
+                tables[str(n)] = personal.write_personal_csv(ptables[n], n)
+            log(f"personal CSV files written: {tables}")
         server = RedisServer(dir=work / "redis", appendonly=True).start()
         sim = SimulatorProcess(latency_ms=LATENCY_MS, extra_args=["--balance", _BALANCE],
                                log_path=work / "simulator.log").start()
@@ -248,6 +311,9 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
             results["machine"]["redis"] = r.info("server")["redis_version"]
             if "intake" in chosen:
                 results["intake"] = intake(r, sim, files, work)
+            if "personal" in chosen:
+                done = personal_intake(r, sim, ptables, tables, work, profile)
+                results["personal"] = {"files": tables, "intake": done}
             if "cold" in chosen:  # before any other worker proved the credentials
                 results["cold_start"] = cold_start(server, sim, work, pool=pool)
             stack = Stack(redis=server, simulator=sim, workers=2, concurrency=concurrency, pool=pool, beats=0,
@@ -261,6 +327,15 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
                                        for bs in sizes.batch_sizes}
                     results["worker_rss_mb"] = round(sum(p.memory_info().rss for p in load.process_tree(
                         w.pid for w in stack.workers)) / 2**20, 1)
+                if "personal" in chosen:
+                    if "send" not in chosen:
+                        results["warm_up"] = warm_up(stack, r, sim, work, concurrency)
+                    results["personal"]["send"] = sent = personal.send_personal(
+                        stack, r, sim, ptables[sizes.personal_rows], timeout_s=900 if not quick else 300,
+                        profile=profile)
+                    bodies = personal.list_bodies(r, Keys(stack.namespace), sent["campaign"], sent["batches"],
+                                                  most=personal.bodies_for(sizes.bare_s))
+                    results["personal"]["bare"] = personal.bare_personal(sim, bodies, sizes.bare_s)
             if "late" in chosen:
                 results["late_answers"] = late_answers(server, sim, work, recipients=sizes.late_lines, pool=pool,
                                                        concurrency=concurrency)
