@@ -168,6 +168,9 @@ class Campaigns:
             "options": json.loads(f["options"]) if f.get("options") else {},
             "auto_stop": f.get("auto_stop") == "1",
             "retry_of": f.get("retry_of") or None,
+            "account_name": f.get("account_name") or "default",
+            "priority": f.get("priority") or "normal",
+            "weight": int(f.get("weight") or 1),
             "retries": [r for r in (f.get("retries") or "").split(",") if r],
         }
         if configured_cap is not None:

@@ -132,10 +132,28 @@ class CampaignOptions:
     #: Numbers the provider calls invalid (errors 7, 8) go on the stop list.
     auto_stop: bool = False
     retry_of: str | None = None
+    #: ``urgent`` (ahead of everything, small batches), ``normal`` (a fair share with the other normal
+    #: campaigns) or ``bulk`` (yields to both, never starved); ``weight``: a normal campaign's share.
+    priority: str = "normal"
+    weight: int = 1
+    #: The account (SMSC_ACCOUNTS' name) that sends it; None: ``default``.
+    account: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITIES:
+            raise ValueError(f"--priority {self.priority!r}: give one of {', '.join(PRIORITIES)}")
+        if not 1 <= self.weight <= 100:
+            raise ValueError(f"--weight {self.weight}: give a whole number from 1 to 100")
 
     def fields(self) -> dict[str, str]:
         """The campaign HASH fields (also part of the content digest)."""
         out: dict[str, str] = {}
+        if self.priority != "normal":
+            out["priority"] = self.priority
+        if self.weight != 1:
+            out["weight"] = str(self.weight)
+        if self.account is not None:
+            out["account_name"] = self.account
         if self.send != SendOptions():
             out["options"] = self.send.to_json()
         if self.max_cost is not None:
@@ -149,6 +167,12 @@ class CampaignOptions:
         return out
 
 
+#: The priority lanes (see docs/priorities.md).
+PRIORITIES = ("urgent", "normal", "bulk")
+#: An urgent campaign's batches are small, so that its recipients leave through many slots at once.
+URGENT_BATCH_SIZE = 25
+
+
 class _Prepared:
     """What enqueue and preview share: validated text and sender, the plan on the server's clock."""
 
@@ -157,10 +181,12 @@ class _Prepared:
                  recipient_time: bool, batch_size: int | None, region: str | None, settings: Settings | None,
                  redis_conn: redis.Redis | None, on_warning: Callable[[str], None] | None,
                  options: CampaignOptions | None = None, template: str | None = None) -> None:
-        s = settings or get_settings()
-        self.settings = s
         opts = options or CampaignOptions()
+        s = (settings or get_settings()).for_account(opts.account)
+        self.settings = s
         self.options = opts
+        if sender is None:
+            sender = s.default_sender(opts.account)
         send = opts.send
         personal = message is None
         if personal:
@@ -195,6 +221,8 @@ class _Prepared:
         else:
             assert message is not None
             size = batch_size_for(message, parts, setting=batch_size or s.smsc_batch_size)
+        if opts.priority == "urgent" and not batch_size:
+            size = min(size, URGENT_BATCH_SIZE)
 
         def parts_of(text: str) -> int:
             return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)

@@ -186,7 +186,9 @@ def _campaign_flags(f: F) -> F:
         click.option("--sender-column", help="With --csv: a column with each row's sender (empty = --sender)."),
         click.option("--tz-column", help="With --csv and --window --recipient-time: each row's time zone "
                                          "(hours from UTC, or a name such as Europe/Moscow)."),
-        click.option("--sender", help="Sender name registered in the account."),
+        click.option("--sender", help="Sender name registered in the account (default: the account's)."),
+        click.option("--account", help="The account that sends it (a name of SMSC_ACCOUNTS; default: the "
+                                       "single-account settings)."),
         click.option("--translit", type=click.IntRange(0, 2), default=0, show_default=True,
                      help="The provider transliterates: 1 Latin (translit), 2 look-alike characters."),
         click.option("--tinyurl", is_flag=True, help="The provider shortens the links in the text."),
@@ -237,6 +239,9 @@ class _Campaign:
             if message_file is not None:
                 message = _read_message_file(message_file)
             _check_phones_file(phones_file)
+        self.account: str | None = kw.pop("account")
+        if self.account is not None:
+            s.for_account(self.account)  # an unknown name: one line, before anything is read
         self.path: str = csv_file if csv_file is not None else phones_file
         self.is_table = csv_file is not None
         self.message: str | None = message
@@ -299,6 +304,11 @@ class _Campaign:
 @click.option("--allow-partial", is_flag=True, help="Enqueue even if the balance does not cover the estimate.")
 @click.option("--auto-stop", is_flag=True, help="Put numbers the provider calls invalid (errors 7, 8) on the "
                                                 "stop list.")
+@click.option("--priority", type=click.Choice(["urgent", "normal", "bulk"]), default="normal", show_default=True,
+              help="urgent: ahead of everything, in small batches; normal: a fair share with the other normal "
+                   "campaigns; bulk: yields to both (never starved).")
+@click.option("--weight", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="A normal campaign's share against the other normal ones.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the SMS total (the plan the enqueue would make); "
                                               "queue nothing.")
 @click.option("--strict", is_flag=True, help="Refuse the whole campaign if any line is invalid.")
@@ -314,7 +324,8 @@ def enqueue(**kw: Any) -> None:
         c = _Campaign(s, kw)
         max_cost = _money(kw.pop("max_cost"), "--max-cost")
         opts = CampaignOptions(send=c.send, max_cost=max_cost, allow_partial=kw.pop("allow_partial"),
-                               auto_stop=kw.pop("auto_stop"))
+                               auto_stop=kw.pop("auto_stop"), priority=kw.pop("priority"), weight=kw.pop("weight"),
+                               account=c.account)
         dry_run, strict, webhook, as_json = kw.pop("dry_run"), kw.pop("strict"), kw.pop("webhook"), kw.pop("as_json")
         tz_h = kw["tz_h"]
         options: dict[str, Any] = {**kw, **c.hooks(), "on_warning": _warn, "settings": s, "options": opts}
@@ -359,13 +370,13 @@ def quote(**kw: Any) -> None:
     """Ask the provider what a campaign would cost (cost=1: nothing is sent, nothing queued)."""
     s = _settings()
     with _errors(s):
-        s.require_credentials()
         c = _Campaign(s, kw)
+        s.for_account(c.account).require_credentials()
         as_json = kw.pop("as_json")
         from worker.api import CampaignOptions
 
-        summary = c.preview(**kw, **c.hooks(), on_warning=_warn, settings=s, options=CampaignOptions(send=c.send),
-                            quote=True)
+        summary = c.preview(**kw, **c.hooks(), on_warning=_warn, settings=s, quote=True,
+                            options=CampaignOptions(send=c.send, account=c.account))
         q = summary["quote"]
         click.echo(f"quote: {q['text']} (the provider's price; the local count says {summary['sms_estimate']} SMS)")
         if as_json:
@@ -441,6 +452,10 @@ def status(campaign_id: str, as_json: bool) -> None:
 def _status_text(st: dict[str, Any], now_ms: int, configured_cap: int) -> str:
     lines = [
         f"campaign {st['campaign_id']}: {st['state']}" + (f" — {st['reason']}" if st.get("reason") else ""),
+        f"  account {st.get('account_name', 'default')}, priority {st.get('priority', 'normal')}"
+        + (f" (weight {st['weight']})" if st.get("weight", 1) != 1 else "")
+        + (f", {st['suppressed']} suppressed by the stop list" if st.get("suppressed") else "")
+        + (f", spent {st['spent']} of max-cost {st['max_cost']}" if st.get("max_cost") else ""),
         f"  total {st['total']}  sent {st['sent']}  failed {st['failed']}  cancelled {st['cancelled']}  "
         f"pending {st['pending']}",
         f"  SMS parts {st['sms']} (×{st['parts']} per message)  cost {st['cost']}  invalid lines {st['invalid']}  "
@@ -600,15 +615,21 @@ def report(campaign_id: str, csv_path: str) -> None:
 
 
 @cli.command(name="list")
+@click.option("--account", help="Only the campaigns of this account (SMSC_ACCOUNTS' name, or default).")
+@click.option("--priority", type=click.Choice(["urgent", "normal", "bulk"]), help="Only this priority.")
+@click.option("--state", help="Only campaigns in this state (queued, running, paused, completed, ...).")
 @click.option("--json", "as_json", is_flag=True)
-def list_(as_json: bool) -> None:
+def list_(account: str | None, priority: str | None, state: str | None, as_json: bool) -> None:
     """The campaigns, newest last."""
     with _session() as (_, camp):
         rows = [camp.status(cid) for cid in camp.campaign_ids()]
+        rows = [st for st in rows if (account is None or st["account_name"] == account)
+                and (priority is None or st["priority"] == priority) and (state is None or st["state"] == state)]
         for st in rows:
             if not as_json:
                 click.echo(f"{st['campaign_id']}  {st['state']:<10} {st['sent']}/{st['total']} sent  "
-                           f"{st['failed']} failed  {st['cancelled']} cancelled  created {_ms(st['created_ms'])}")
+                           f"{st['failed']} failed  {st['cancelled']} cancelled  {st['account_name']}/"
+                           f"{st['priority']}  created {_ms(st['created_ms'])}")
         if as_json:
             click.echo(json.dumps(rows))
 

@@ -6,6 +6,7 @@ import functools
 import os
 from dataclasses import dataclass
 
+import httpx
 import redis
 
 from scheduler.budget import Budget
@@ -15,7 +16,7 @@ from scheduler.keys import Keys, text
 from scheduler.ledger import Ledger
 from scheduler.scripts import Scripts
 from scheduler.stoplist import StopList
-from worker.settings import Settings, get_settings
+from worker.settings import DEFAULT_ACCOUNT, Settings, get_settings
 from worker.smsc.client import SmscClient
 
 __all__ = ["CampaignInfo", "Runtime", "get_runtime", "redis_client"]
@@ -39,6 +40,8 @@ class CampaignInfo:
     auto_stop: bool = False
     #: The campaign has a budget (``max_cost_milli``): every batch is quoted and reserved before it leaves.
     budgeted: bool = False
+    #: The account (SMSC_ACCOUNTS' name; ``default``: the single-account settings) that sends it.
+    account_name: str = "default"
 
 
 class Runtime:
@@ -48,9 +51,13 @@ class Runtime:
     simulator's in-process transport, or a Redis client of a private server)."""
 
     def __init__(self, settings: Settings, *, redis: redis.Redis | None = None,
-                 client: SmscClient | None = None) -> None:
+                 client: SmscClient | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.redis = redis if redis is not None else redis_client(settings.redis_url)
+        #: The runtimes of the other accounts (SMSC_ACCOUNTS), shared by all of them.
+        self._by_account: dict[str, Runtime] = {}
+        #: The HTTP transport of every client built here (tests: the simulator in-process).
+        self._transport = transport
         self.keys = Keys(settings.smsc_namespace)
         scripts = Scripts(self.redis)
         self.stoplist = StopList(self.redis, self.keys, region=settings.smsc_default_region)
@@ -96,20 +103,36 @@ class Runtime:
                                       apikey=s.smsc_apikey, timeout_s=s.smsc_timeout,
                                       # a threads pool shares this client: one connection per slot, or
                                       # the threads queue for the pool's connections, not for the login
-                                      max_connections=s.smsc_concurrency)
+                                      max_connections=s.smsc_concurrency, transport=self._transport)
         return self._client
 
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one Runtime per process; campaign texts never change
     def campaign_info(self, cid: str) -> CampaignInfo:
         f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts", "personal",
-                             "options", "auto_stop", "max_cost_milli")
+                             "options", "auto_stop", "max_cost_milli", "account_name")
         if f[0] is None:
             raise LookupError(cid)
-        account, message, sender, parts, personal, options, auto_stop, max_cost = (
+        account, message, sender, parts, personal, options, auto_stop, max_cost, name = (
             text(x) if x is not None else "" for x in f)
         return CampaignInfo(account, message, sender or None, int(parts or 1) if personal != "1" else 0,
                             personal=personal == "1", options=options, auto_stop=auto_stop == "1",
-                            budgeted=bool(max_cost) and int(max_cost) > 0)
+                            budgeted=bool(max_cost) and int(max_cost) > 0, account_name=name or DEFAULT_ACCOUNT)
+
+    def for_account(self, name: str) -> Runtime:
+        """The runtime of account ``name`` (its login, client and cap), sharing this one's Redis; this one
+        when it is that account. Built once per process and account."""
+        if name == self.settings.account_name:
+            return self
+        rt = self._by_account.get(name)
+        if rt is None:
+            rt = self._by_account[name] = Runtime(self.settings.for_account(name), redis=self.redis,
+                                                  transport=self._transport)
+            rt._by_account = self._by_account
+        return rt
+
+    def for_campaign(self, cid: str) -> Runtime:
+        """The runtime of the account campaign ``cid`` is bound to (LookupError: no such campaign)."""
+        return self.for_account(self.campaign_info(cid).account_name)
 
 
 _runtime: tuple[int, Runtime] | None = None

@@ -222,6 +222,10 @@ def process_batch(rt: Runtime, ref: str) -> BatchResult:
     is noted on the batch first, so that after ``SMSC_MAX_ATTEMPTS`` such executions the ledger
     quarantines it with that reason instead of sweeping it back for ever."""
     try:
+        try:
+            rt = rt.for_campaign(split_ref(ref)[0])  # the campaign's account: its login, client and cap
+        except LookupError:
+            return BatchResult(ref, BatchVerdict.MISSING)
         return _process(rt, ref)
     except Exception as exc:
         try:

@@ -43,6 +43,9 @@ Environment variables (the public contract):
 ``SMSC_PUSH_ALLOW_IPS`` comma-separated addresses status posts may come from (default: any)
 ``SMSC_WEBHOOK_URL``   the default webhook of every campaign (``enqueue --webhook`` sets one per campaign)
 ``SMSC_WEBHOOK_SECRET`` the HMAC-SHA256 key of the webhooks' signature
+``SMSC_ACCOUNTS``      more accounts: a JSON object (or a file holding one) of name -> {login, password |
+                       apikey, base_url, concurrency, sender}; ``enqueue --account NAME`` binds a campaign to
+                       one. The single-account settings above are the account ``default``
 ``REDIS_URL``          the Redis that holds the truth (default ``redis://127.0.0.1:6379/0``)
 ``CELERY_BROKER_URL``  Celery's broker (default: ``REDIS_URL``)
 =====================  ==========================================================================
@@ -51,17 +54,56 @@ Environment variables (the public contract):
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
+from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scheduler.intake import region_error
 from scheduler.keys import login_id
 
-__all__ = ["ConfigError", "Settings", "get_settings"]
+__all__ = ["DEFAULT_ACCOUNT", "AccountConfig", "ConfigError", "Settings", "get_settings"]
 
 _ACCOUNT_RE = re.compile(r"^#?[A-Za-z0-9._@-]{1,64}$")
+_ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+#: The account of the single-account settings (SMSC_LOGIN, SMSC_PASSWORD or SMSC_APIKEY, SMSC_BASE_URL).
+DEFAULT_ACCOUNT = "default"
+
+
+class AccountConfig(BaseModel):
+    """One SMSC account of ``SMSC_ACCOUNTS``: its credentials (secrets stay ``SecretStr``), and optionally
+    its own base URL, cap on requests in flight and default sender."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    login: str | None = None
+    password: SecretStr | None = None
+    apikey: SecretStr | None = None
+    base_url: str | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=14)
+    sender: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AccountConfig:
+        has_key = self.apikey is not None and bool(self.apikey.get_secret_value())
+        has_login = bool(self.login) and self.password is not None and bool(self.password.get_secret_value())
+        if not (has_key or has_login):
+            raise ValueError("needs login and password, or apikey")
+        if self.base_url is not None and not re.match(r"^https?://[^\s/]+", self.base_url):
+            raise ValueError("base_url must be an http(s) URL")
+        return self
 
 
 class ConfigError(Exception):
@@ -119,6 +161,10 @@ class Settings(BaseSettings):
     # separated (`smsc-mailer api-token` mints one); the largest upload accepted, in bytes.
     smsc_api_tokens: SecretStr | None = None
     smsc_api_max_upload: int = Field(default=64 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
+    # More accounts than the one above (SMSC_ACCOUNTS): a JSON object, or the path of a file holding it.
+    smsc_accounts: SecretStr | None = None
+    _extra_accounts: dict[str, AccountConfig] = PrivateAttr(default_factory=dict)
+    _account_name: str = PrivateAttr(default=DEFAULT_ACCOUNT)
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str | None = None
 
@@ -162,6 +208,58 @@ class Settings(BaseSettings):
             raise ValueError("SMSC_ACCOUNT must be 1-64 characters of A-Za-z0-9._@-")
         return self
 
+    @model_validator(mode="after")
+    def _accounts(self) -> Settings:
+        self._extra_accounts = _parse_accounts(self.smsc_accounts)
+        return self
+
+    @property
+    def account_names(self) -> list[str]:
+        """Every account a campaign may be bound to: ``default`` (when configured) and SMSC_ACCOUNTS'."""
+        names = list(self._extra_accounts)
+        if DEFAULT_ACCOUNT not in names and self._has_default_credentials():
+            names.insert(0, DEFAULT_ACCOUNT)
+        return names
+
+    def for_account(self, name: str | None) -> Settings:
+        """These settings as the account ``name`` sees them: its credentials, base URL, cap and login key
+        (``default`` or None: these settings). ``ValueError`` (one line, no secret) for an unknown name."""
+        if name is None or (name == DEFAULT_ACCOUNT and DEFAULT_ACCOUNT not in self._extra_accounts):
+            return self
+        acct = self._extra_accounts.get(name)
+        if acct is None:
+            known = ", ".join(self.account_names) or "none configured"
+            raise ValueError(f"--account {name!r}: no such account (accounts: {known}; see SMSC_ACCOUNTS)")
+        apikey = acct.apikey.get_secret_value() if acct.apikey is not None else ""
+        update: dict[str, Any] = {
+            "smsc_login": acct.login, "smsc_password": acct.password, "smsc_apikey": acct.apikey,
+            "smsc_account": login_id(acct.login, apikey=apikey),
+        }
+        if acct.base_url is not None:
+            update["smsc_base_url"] = acct.base_url.rstrip("/")
+        if acct.concurrency is not None:
+            update["smsc_concurrency"] = acct.concurrency
+        other = self.model_copy(update=update)
+        other._extra_accounts = self._extra_accounts
+        other._account_name = name
+        return other
+
+    @property
+    def account_name(self) -> str:
+        """The name of the account these settings are (``default`` unless made by :meth:`for_account`)."""
+        return self._account_name
+
+    def default_sender(self, name: str | None) -> str | None:
+        acct = self._extra_accounts.get(name or "")
+        return acct.sender if acct is not None else None
+
+    def _has_default_credentials(self) -> bool:
+        try:
+            self.require_credentials()
+        except ConfigError:
+            return False
+        return True
+
     @property
     def broker_url(self) -> str:
         return self.celery_broker_url or self.redis_url
@@ -182,6 +280,38 @@ class Settings(BaseSettings):
         if self.smsc_login and self.smsc_password is not None and self.smsc_password.get_secret_value():
             return
         raise ConfigError("set SMSC_LOGIN and SMSC_PASSWORD, or SMSC_APIKEY (environment or .env)")
+
+
+def _parse_accounts(raw: SecretStr | None) -> dict[str, AccountConfig]:
+    """SMSC_ACCOUNTS: a JSON object, or the path of a file holding one. Errors name the account and the
+    field, never a value (it may be a password)."""
+    if raw is None or not raw.get_secret_value().strip():
+        return {}
+    text = raw.get_secret_value().strip()
+    if not text.startswith("{"):
+        if not os.path.isfile(text):
+            raise ValueError("SMSC_ACCOUNTS is neither a JSON object nor the path of a file")
+        with open(text, encoding="utf-8") as f:
+            text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SMSC_ACCOUNTS is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ValueError("SMSC_ACCOUNTS must be a JSON object of name -> account")
+    out: dict[str, AccountConfig] = {}
+    for name, value in data.items():
+        if not _ACCOUNT_NAME_RE.match(str(name)):
+            raise ValueError(f"SMSC_ACCOUNTS: account name {str(name)[:40]!r}: use 1-32 characters of A-Za-z0-9_.-")
+        if not isinstance(value, dict):
+            raise ValueError(f"SMSC_ACCOUNTS: account {name!r} must be an object")
+        try:
+            out[name] = AccountConfig(**value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "account"
+            raise ValueError(f"SMSC_ACCOUNTS: account {name!r}: {where}: {err.get('msg', 'invalid')}") from None
+    return out
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -94,6 +94,10 @@ def poll_due(rt: Runtime, store: DeliveryStore, *, max_batches: int = 50) -> lis
 
 def poll_batch(rt: Runtime, store: DeliveryStore, cfg: DeliveryConfig, ref: str) -> PollResult:
     """Poll one batch's pending recipients (or expire them at the horizon) and schedule its next poll."""
+    try:
+        rt = rt.for_campaign(split_ref(ref)[0])  # status.php as the account that sent them
+    except LookupError:
+        pass  # the campaign is gone: what is left of its batch expires as before
     store.apply([], track=[ref])  # rows the record does not hold yet (cheap when there are none)
     now = server_time_ms(rt.redis)
     first = store.first_tracked_ms(ref) or now

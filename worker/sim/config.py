@@ -58,6 +58,9 @@ class SimConfig:
     login: str = "demo"
     password: str = field(default="demo-password", repr=False)
     apikey: str | None = field(default=None, repr=False)
+    #: More logins of the provider (login -> password): sub-accounts or other brands, each with its own
+    #: limits (requests in flight, identical requests, status and balance limits are all per login).
+    logins: Mapping[str, str] = field(default_factory=dict, repr=False)
     balance: Decimal = Decimal("1000000")
     price_per_part: Decimal = Decimal("1.50")
     latency_ms: float = 0.0

@@ -370,7 +370,8 @@ class Simulator:
 
     def _authenticate(self, params: Mapping[str, str], cfg: SimConfig, client_ip: str, now_ms: int) -> None:
         if "login" in params:
-            ok = params["login"] == cfg.login and params.get("psw") == cfg.password
+            login, psw = params["login"], params.get("psw")
+            ok = (login == cfg.login and psw == cfg.password) or (login in cfg.logins and psw == cfg.logins[login])
         else:
             ok = cfg.apikey is not None and params.get("apikey") == cfg.apikey
         if ok:
