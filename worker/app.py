@@ -1,16 +1,46 @@
-"""The Celery app: ``celery -A worker worker`` runs a worker, ``celery -A worker beat`` the clock.
+"""The Celery app: ``celery -A worker worker`` runs a worker, ``celery -A worker beat`` your own schedules.
 
 Only ids travel in task messages (a batch id such as ``3f9a0c21b7:12``); the truth is in Redis.
 Tasks are acknowledged late and rejected when their worker is lost, so a killed worker's batch is
 delivered again — the ledger's fencing makes that harmless (design invariant 1).
+
+**The clock runs inside the workers, not in beat** (:mod:`worker.tasks`: a consumer bootstep, one thread
+per step — dispatch every second, delivery every 2 s, webhooks every second — gated in Redis so that one
+worker steps per interval). Why, rather than beat ticks with their task events silenced:
+
+- sending needs nothing but workers: no single beat process to keep alive (and none to forget), no
+  second beat to worry about; any worker that lives keeps the clock;
+- a tick is not work, so it is not a task: no 86,400 ``smsc.dispatch`` messages a day through the broker,
+  none in Flower's task list (which keeps only the last 10,000 tasks: the ticks pushed the batches
+  out), none waiting in the queue behind the batches it should hand out, none piling up while no worker
+  runs (the ``expires`` a tick needed, judged by each worker's own clock);
+- what Flower shows is what the users' three ways in do: ``smsc.enqueue`` (an app's ``send_task``, or
+  a beat schedule), ``smsc.send_batch`` and ``smsc.poll_batch`` — task events on, only ids in arguments.
+
+Beat is for your own schedules (recurring campaigns): add entries to ``app.conf.beat_schedule`` in a
+module of yours and run ``celery -A <that module> beat``; the default schedule is empty. A worker started
+``--without-clock`` leaves the clock out (the steps stay tasks, ``smsc.dispatch`` and the others, without
+events, for a deployment that ticks them from elsewhere).
+
+Log lines (:mod:`worker.logs`): Celery sets its handlers up (``--loglevel``, ``--logfile``), and its
+``after_setup_logger`` / ``after_setup_task_logger`` signals give them the format of ``SMSC_LOG_FORMAT``
+and the masking filter — in the worker, its pool processes (forked with them) and beat. With ``json``,
+the startup banners (printed, not logged) are left out, as with ``celery -q``: every line is JSON.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Any
 
+import celery.apps.worker as _celery_worker
+import click
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
+from celery.utils.log import get_multiprocessing_logger
 
+from worker.logs import configure_logging, json_line
 from worker.settings import ConfigError, Settings, get_settings
 
 __all__ = ["app", "queue_name"]
@@ -53,16 +83,60 @@ app.conf.update(
     task_time_limit=int(_s.lease_s),
     task_soft_time_limit=int(_s.lease_s) - 5,
     worker_hijack_root_logger=True,
-    beat_schedule={
-        # The dispatcher's clock: moves due batches to the workers and takes back expired leases.
-        # Two beats by mistake are harmless: the claim is one atomic script. A tick expires after 60 s
-        # (a worker judges that by its own clock: far above any skew between hosts), so ticks queued
-        # while no worker ran do not pile up.
-        "smsc-dispatch": {"task": "smsc.dispatch", "schedule": 1.0, "options": {"expires": 60}},
-        # Delivery: track sent batches, hand due status polls out, end campaigns (delivered_final);
-        # post the webhooks. Both take their work by atomic claims in Redis: a second beat is harmless.
-        "smsc-delivery": {"task": "smsc.delivery_tick", "schedule": 2.0, "options": {"expires": 60}},
-        "smsc-webhooks": {"task": "smsc.webhooks", "schedule": 1.0, "options": {"expires": 60}},
-    },
+    # Empty: the dispatcher's clock runs in the workers (see the module docstring); beat runs only the
+    # schedules users add (``smsc.enqueue`` for recurring campaigns).
+    beat_schedule={},
     timezone="UTC",
 )
+
+app.user_options["worker"].add(click.Option(
+    ("--without-clock",), is_flag=True, default=False,
+    help="Do not run the dispatcher's clock in this worker (smsc-mailer: dispatch, delivery, webhooks)."))
+
+
+def _format_lines(logger: logging.Logger, **_: Any) -> None:
+    configure_logging(_s, logger=logger)
+    mp_logger = get_multiprocessing_logger()
+    if mp_logger is not None and mp_logger.handlers:
+        configure_logging(_s, logger=mp_logger)
+
+
+def _format_task_lines(logger: logging.Logger, **_: Any) -> None:
+    configure_logging(_s, logger=logger)
+
+
+def _format_early_lines(**_: Any) -> None:
+    # A worker warns before Celery sets its logging up (running as root: SecurityWarning): those lines
+    # too. Celery's setup then replaces this handler with its own (worker_hijack_root_logger).
+    logging.captureWarnings(True)
+    configure_logging(_s)
+
+
+celeryd_init.connect(_format_early_lines)
+after_setup_logger.connect(_format_lines)
+after_setup_task_logger.connect(_format_task_lines)
+
+
+def _quiet(program: Any) -> Any:
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return program(*args, **{**kwargs, "quiet": True})
+
+    return make
+
+
+def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's ``safe_say`` (a notice written from a signal handler, such as ``worker: Warm shutdown``)
+    as a JSON line — still one raw ``os.write``, never logging's locks inside a signal handler."""
+    try:
+        _celery_worker._original_os_write(f.fileno(), json_line(msg, level="warning", logger="celery.apps.worker")
+                                          .encode())
+    except (AttributeError, OSError, ValueError):
+        pass  # best effort, as Celery's own: a lost notice must not abort a shutdown
+
+
+if _s.smsc_log_format == "json":
+    # The banners are print()s, not log records: out, as ``celery -q`` does, so that every line is JSON;
+    # the notices of the signal handlers as JSON lines (celery is pinned: safe_say is its 5.7 name).
+    app.Worker = _quiet(app.Worker)
+    app.Beat = _quiet(app.Beat)
+    _celery_worker.safe_say = _say_json

@@ -1,33 +1,80 @@
-"""The tasks (names are the public interface, shown in Flower):
+"""The tasks — each one is work, named ``smsc.*`` (the public interface, shown in Flower), with only ids in
+its arguments — and the clock that hands the work out.
 
-- ``smsc.dispatch()`` — beat, every second: sweep expired leases, claim due batches, send them out.
+Tasks:
+
 - ``smsc.send_batch(batch_id)`` — send one batch; then top the workers up with the next due ones.
-- ``smsc.delivery_tick()`` — beat, every 2 s: track sent batches, move campaigns to ``delivered_final``,
-  hand the batches due for a status poll to ``smsc.poll_batch``.
 - ``smsc.poll_batch(batch_id)`` — poll one batch's delivery statuses through status.php (within its limits).
-- ``smsc.webhooks()`` — beat, every second: post the due webhook events (signed, retried with back-off).
 - ``smsc.enqueue(phones_file, message, sender=None, **plan)`` — enqueue a campaign from a file the
   worker can read (for apps that do not import this package, and for beat schedules); the campaign
   id is derived from the task id, so a redelivered message never makes a second campaign.
+
+The clock is not a task. Every worker runs it in its main process while connected to the broker
+(:class:`ClockBootstep`, a consumer bootstep; ``celery -A worker worker --without-clock`` leaves it
+out), one thread per step (:data:`CLOCK`):
+
+- **dispatch**, every second: after a Redis restart settle first (:func:`~scheduler.recovery.ensure_recovered`),
+  take back expired leases, claim due batches and send ``smsc.send_batch`` for each;
+- **delivery**, every 2 s: track sent batches, move campaigns to ``delivered_final``, send
+  ``smsc.poll_batch`` for the batches due for a status poll;
+- **webhooks**, every second: post the due webhook events (signed, retried with back-off).
+
+Each step runs in one worker per interval (a gate in Redis: ``SET NX PX`` for 90 % of the interval, on
+the server's clock), and takes its work by an atomic claim anyway, so a second worker stepping at the
+same moment (a gate that ran out during a long step) is harmless. A step that fails (Redis restarting,
+a broker away) is tried again at the next interval; the failure is logged once, and its end.
+
+``smsc.dispatch``, ``smsc.delivery_tick`` and ``smsc.webhooks`` stay registered — the same steps as tasks,
+without task events (never in Flower) — for a deployment that runs its workers ``--without-clock`` and
+ticks from a beat schedule of its own, and for the messages an older release's beat still sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import httpx
+from celery import bootsteps
+from celery.signals import task_postrun, task_prerun
 
 from scheduler.recovery import ensure_recovered
 from worker.app import app
 from worker.delivery.config import DeliveryConfig
 from worker.delivery.poller import make_store, poll_batch, poll_due, tick
 from worker.delivery.webhooks import client_for, send_due
-from worker.runtime import get_runtime
+from worker.logs import bind, bind_batch, clear_context
+from worker.runtime import Runtime, get_runtime
 from worker.sending import process_batch
 
-__all__ = ["delivery_tick", "dispatch", "enqueue", "poll_statuses", "send_batch", "webhooks"]
+__all__ = [
+    "CLOCK",
+    "Clock",
+    "ClockBootstep",
+    "ClockStep",
+    "delivery_step",
+    "delivery_tick",
+    "dispatch",
+    "dispatch_step",
+    "enqueue",
+    "poll_statuses",
+    "send_batch",
+    "webhooks",
+    "webhooks_step",
+]
 
 log = logging.getLogger(__name__)
 
+# Tasks whose first argument is a batch ref ``cid:n``: their log lines carry campaign and batch.
+_BATCH_TASKS = frozenset({"smsc.send_batch", "smsc.poll_batch"})
+
+
+# ------------------------------------------------------------------------------------------ the steps
 
 def _feed(max_claim: int) -> int:
     rt = get_runtime()
@@ -38,9 +85,8 @@ def _feed(max_claim: int) -> int:
     return len(refs)
 
 
-@app.task(name="smsc.dispatch", ignore_result=True)
-def dispatch() -> dict[str, int]:
-    rt = get_runtime()
+def dispatch_step(rt: Runtime) -> dict[str, int]:
+    """Settle after a restart, sweep expired leases, claim due batches and send them out."""
     s = rt.settings
     # A new Redis server (restart): settle what could have left before anything is claimed; on the
     # first tick of a fresh namespace this records the server, so that new campaigns need no settling.
@@ -48,29 +94,136 @@ def dispatch() -> dict[str, int]:
                             ledger=rt.ledger, guards=rt.guards):
         return {"claimed": 0, "swept": 0}  # another process is recovering: next tick
     swept = rt.ledger.sweep()
-    claimed = _feed(rt.settings.smsc_window)
+    claimed = _feed(s.smsc_window)
     if swept or claimed:
         log.info("dispatch: %d batches out, %d taken back from expired leases", claimed, swept)
     return {"claimed": claimed, "swept": swept}
 
+
+def delivery_step(rt: Runtime) -> dict[str, int]:
+    """Track sent batches, end campaigns (``delivered_final``), hand due status polls out."""
+    store = make_store(rt, DeliveryConfig.from_settings(rt.settings))
+    out = tick(rt, store)
+    refs = poll_due(rt, store, max_batches=8)  # leased: a lost message brings the batch back after the lease
+    for ref in refs:
+        poll_statuses.apply_async((ref,))
+    return {**out, "polls": len(refs)}
+
+
+def webhooks_step(rt: Runtime, client: httpx.Client) -> dict[str, int]:
+    """Post the due webhook events."""
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    r = send_due(make_store(rt, cfg), cfg, client)
+    return {"cut": r.cut, "acknowledged": r.acknowledged, "retried": r.retried, "dead": r.dead}
+
+
+# ------------------------------------------------------------------------------------------ the clock
+
+@dataclass(frozen=True)
+class ClockStep:
+    """One step of the clock: its name (in the gate's key and the log), its interval, what it runs.
+    ``with_client``: the step gets an HTTP client of its thread (kept open between intervals)."""
+
+    name: str
+    every_s: float
+    run: Callable[..., object]
+    with_client: bool = False
+
+
+CLOCK = (
+    ClockStep("dispatch", 1.0, dispatch_step),
+    ClockStep("delivery", 2.0, delivery_step),
+    ClockStep("webhooks", 1.0, webhooks_step, with_client=True),
+)
+
+
+def _gate_key(rt: Runtime, step: str) -> str:
+    # beside the recovery lock under the namespace's meta key (scheduler.keys: ``{ns}:meta:clock:<step>``)
+    return f"{rt.keys.meta}:clock:{step}"
+
+
+class Clock:
+    """The steps of :data:`CLOCK`, each in a daemon thread of this process, from :meth:`start` to :meth:`stop`."""
+
+    def __init__(self, node: str, steps: tuple[ClockStep, ...] = CLOCK) -> None:
+        self.node = node
+        self.steps = steps
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop = stop = threading.Event()  # a thread still stuck in a step of a past run ends with its own
+        self._threads = [threading.Thread(target=self._loop, args=(step, stop), name=f"smsc-clock-{step.name}",
+                                          daemon=True) for step in self.steps]
+        for t in self._threads:
+            t.start()
+        log.info("clock started: %s", ", ".join(f"{s.name} every {s.every_s:g} s" for s in self.steps))
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask every step to end after its current run, and wait up to ``timeout_s`` for all of them."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+    def _loop(self, step: ClockStep, stop: threading.Event) -> None:
+        failing = ""
+        with contextlib.ExitStack() as resources:
+            client = resources.enter_context(client_for()) if step.with_client else None
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    rt = get_runtime()
+                    if rt.redis.set(_gate_key(rt, step.name), self.node, nx=True, px=int(step.every_s * 900)):
+                        if client is not None:
+                            step.run(rt, client)
+                        else:
+                            step.run(rt)
+                    if failing:
+                        log.info("clock %s: works again", step.name)
+                        failing = ""
+                except Exception as exc:  # the next interval tries again; say so once, not every second
+                    what = f"{type(exc).__name__}: {exc}"[:300]
+                    if what != failing:
+                        log.warning("clock %s: %s (trying again every %g s)", step.name, what, step.every_s)
+                        failing = what
+                stop.wait(max(0.0, step.every_s - (time.monotonic() - started)))
+
+
+class ClockBootstep(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery has no type hints
+    """Runs :class:`Clock` in the worker's main process while its consumer is connected to the broker:
+    started once the task consumer is (a clock whose messages cannot leave would only claim batches
+    that come back after their claim lease), stopped when the connection is lost and started again
+    with the consumer, stopped at shutdown. A prefork pool's first children are forked before the
+    clock's threads exist; a child forked later builds its own connections (:func:`get_runtime`)."""
+
+    label = "smsc clock"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, without_clock: bool = False, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.enabled = not without_clock
+
+    def create(self, parent: Any) -> Clock:
+        return Clock(str(parent.hostname))
+
+    def shutdown(self, parent: Any) -> None:
+        self.stop(parent)
+
+
+app.steps["consumer"].add(ClockBootstep)
+
+
+# ------------------------------------------------------------------------------------------ the tasks
 
 @app.task(name="smsc.send_batch", ignore_result=True)
 def send_batch(batch_id: str) -> dict[str, Any]:
     res = process_batch(get_runtime(), batch_id)
     _feed(2)
     return {"verdict": res.verdict, "sent": res.sent, "failed": res.failed, "held": res.held}
-
-
-@app.task(name="smsc.delivery_tick", ignore_result=True)
-def delivery_tick() -> dict[str, int]:
-    rt = get_runtime()
-    cfg = DeliveryConfig.from_settings(rt.settings)
-    store = make_store(rt, cfg)
-    out = tick(rt, store)
-    refs = poll_due(rt, store, max_batches=8)  # leased: a lost message brings the batch back after the lease
-    for ref in refs:
-        poll_statuses.apply_async((ref,))
-    return {**out, "polls": len(refs)}
 
 
 @app.task(name="smsc.poll_batch", ignore_result=True)
@@ -81,20 +234,53 @@ def poll_statuses(batch_id: str) -> dict[str, Any]:
     return {"asked": res.asked, "final": res.final, "unknown": res.unknown, "wait_ms": res.wait_ms}
 
 
-@app.task(name="smsc.webhooks", ignore_result=True)
-def webhooks() -> dict[str, int]:
-    rt = get_runtime()
-    cfg = DeliveryConfig.from_settings(rt.settings)
-    with client_for() as client:
-        r = send_due(make_store(rt, cfg), cfg, client)
-    return {"cut": r.cut, "acknowledged": r.acknowledged, "retried": r.retried, "dead": r.dead}
-
-
 @app.task(name="smsc.enqueue", bind=True, ignore_result=True)
 def enqueue(self: Any, phones_file: str, message: str, sender: str | None = None,
             **plan: Any) -> dict[str, Any]:
     from worker.api import enqueue_file
 
-    cid = "t" + (self.request.id or "").replace("-", "")[:20]
-    receipt = enqueue_file(phones_file, message, sender=sender, campaign_id=cid, **plan)
+    receipt = enqueue_file(phones_file, message, sender=sender, campaign_id=_enqueued_id(self.request.id), **plan)
     return receipt.as_dict()
+
+
+def _enqueued_id(task_id: str | None) -> str:
+    """The campaign id of an ``smsc.enqueue`` task: its task id's (a redelivery makes no second campaign)."""
+    return "t" + (task_id or "").replace("-", "")[:20]
+
+
+# The clock's steps as tasks (see the module docstring): no task events, so never in Flower.
+
+@app.task(name="smsc.dispatch", ignore_result=True, send_events=False)
+def dispatch() -> dict[str, int]:
+    return dispatch_step(get_runtime())
+
+
+@app.task(name="smsc.delivery_tick", ignore_result=True, send_events=False)
+def delivery_tick() -> dict[str, int]:
+    return delivery_step(get_runtime())
+
+
+@app.task(name="smsc.webhooks", ignore_result=True, send_events=False)
+def webhooks() -> dict[str, int]:
+    with client_for() as client:
+        return webhooks_step(get_runtime(), client)
+
+
+# ------------------------------------------------------------------------------------------ log fields
+
+@task_prerun.connect
+def _bind_task_fields(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
+    """Every line of a task carries its name and id, and a batch task's campaign and batch."""
+    clear_context()  # a pool process runs one task after another: nothing of the last one stays
+    name = getattr(task, "name", None)
+    if name in _BATCH_TASKS and args and isinstance(args[0], str):
+        bind_batch(args[0], task=name, task_id=task_id)
+    elif name == "smsc.enqueue":
+        bind(campaign=_enqueued_id(task_id), task=name, task_id=task_id)
+    elif name:
+        bind(task=name, task_id=task_id)
+
+
+@task_postrun.connect
+def _clear_task_fields(**_: Any) -> None:
+    clear_context()
