@@ -217,6 +217,8 @@ def bare_personal(sim: SimulatorProcess, bodies: Sequence[tuple[str, int]], seco
                          first_number=0, lists=bodies)
     sampler.stop()
     res["slot_use"] = round_or_none(sampler.slot_use(started + 0.5, started + res["seconds"] - 0.5, SLOTS), 3)
-    res["breaches"] = sum(sim.summary()["breaches"].values())
+    breaches = sim.summary()["breaches"]
+    res["breaches"] = sum(breaches.values())
+    res["breaches_by_rule"] = {k: v for k, v in breaches.items() if v}
     log(f"bare load generator, personal texts: {res}")
     return res
