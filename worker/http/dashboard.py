@@ -44,7 +44,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -70,7 +70,7 @@ from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_stat
 from worker.http.auth import COOKIE_NAME, Tokens, clear_token_cookie, set_token_cookie
 from worker.settings import ConfigError, Settings, get_settings
 
-__all__ = ["BATCH_SCAN", "PAGE_SIZE", "ROW_SCAN", "dashboard_app", "router"]
+__all__ = ["BATCH_SCAN", "PAGE_SIZE", "ROW_SCAN", "ROW_SCAN_BATCHES", "dashboard_app", "router"]
 
 #: Campaigns a page of the list shows.
 PAGE_SIZE: Final = 50
@@ -80,6 +80,8 @@ BATCH_SCAN: Final = 500
 #: Report rows read for the failures by code and reason: 20,000 rows are ~40 batches of 500, about a
 #: megabyte from Redis, once per page load — a sample of a larger campaign, and the page says so.
 ROW_SCAN: Final = 20_000
+#: ... and at most this many batches for them (a fresh campaign's batches have no rows yet).
+ROW_SCAN_BATCHES: Final = 400
 #: Rows of an upload shown rendered in the preview, and rejected lines named there.
 PREVIEW_ROWS: Final = 10
 REJECTED_SHOWN: Final = 50
@@ -433,15 +435,17 @@ def _controls(st: Mapping[str, Any]) -> dict[str, bool]:
 
 
 def _failures(r: redis.Redis, keys: Keys, cid: str, batches: int) -> dict[str, Any]:
-    """Failed and cancelled recipients among the report rows of the first :data:`ROW_SCAN` recipients, by
-    outcome, code and reason: the batches' ``rows`` fields, ten batches a round trip, until enough are read."""
+    """Failed and cancelled recipients among the report rows of the first :data:`ROW_SCAN` recipients (of
+    at most the first :data:`ROW_SCAN_BATCHES` batches), by outcome, code and reason: the batches' ``rows``
+    fields, twenty batches a round trip."""
     groups: dict[tuple[str, str, str], int] = {}
     read = 0
-    for lo in range(0, batches, 10):
+    scanned = min(batches, ROW_SCAN_BATCHES)
+    for lo in range(0, scanned, 20):
         if read >= ROW_SCAN:
             break
         pipe = r.pipeline(transaction=False)
-        for i in range(lo, min(batches, lo + 10)):
+        for i in range(lo, min(scanned, lo + 20)):
             pipe.hget(keys.batch(batch_ref(cid, i)), "rows")
         for rows in pipe.execute():
             for line in _s(rows or b"").splitlines():
@@ -454,7 +458,8 @@ def _failures(r: redis.Redis, keys: Keys, cid: str, batches: int) -> dict[str, A
                     groups[key] = groups.get(key, 0) + 1
     top = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))[:30]
     return {"groups": [{"state": k[0], "code": k[1], "reason": k[2], "n": n} for k, n in top],
-            "more": max(len(groups) - len(top), 0), "read": read, "limit": ROW_SCAN}
+            "more": max(len(groups) - len(top), 0), "read": read, "limit": ROW_SCAN,
+            "sampled": read >= ROW_SCAN or scanned < batches}
 
 
 @router.get("/ui/c/{cid}", response_class=HTMLResponse)
@@ -595,7 +600,6 @@ class NewCampaign:
     filename: str = ""
     kind: str = ""  # "table" (CSV/XLSX + template) or "phones" (numbers + message)
     campaign_id: str = ""
-    errors: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, form: FormData) -> NewCampaign:
@@ -649,15 +653,19 @@ def _uploads_dir() -> Path:
     servers, route an operator to one (or preview and start on the same one)."""
     d = Path(tempfile.gettempdir()) / f"smsc-dashboard-{os.getuid()}"
     d.mkdir(mode=0o700, exist_ok=True)
+    st = d.lstat()
+    if d.is_symlink() or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ValueError(f"{d}: not a private folder of this user; remove it and try again")
     return d
 
 
-def _upload_path(upload: str) -> Path | None:
-    if not _UPLOAD_ID.match(upload):
-        return None
-    for p in _uploads_dir().glob(upload + ".*"):
-        return p
-    return None
+def _staged(nc: NewCampaign) -> Path:
+    """The staged upload of the form (its kind from its own name, not from the form); ValueError when gone."""
+    if _UPLOAD_ID.match(nc.upload):
+        for p in _uploads_dir().glob(nc.upload + ".*"):
+            nc.kind = "phones" if p.suffix == ".txt" else "table"
+            return p
+    raise ValueError("the upload is gone (kept for an hour): upload the file again")
 
 
 def _sweep_uploads(now: float) -> None:
@@ -671,9 +679,8 @@ def _stage(nc: NewCampaign, file: UploadFile | None, limit: int) -> None:
     """Keep the upload (or the typed numbers) on disk under a random id for the start."""
     _sweep_uploads(time.time())
     if (file is None or not file.filename) and not nc.values["phones"].strip() and nc.upload:
-        if _upload_path(nc.upload) is not None:
-            return  # previewed again with other options: the same upload
-        raise ValueError("the upload is gone (kept for an hour): upload the file again")
+        _staged(nc)  # previewed again with other options: the same upload
+        return
     upload = secrets.token_urlsafe(18)
     if file is not None and file.filename:
         suffix = Path(file.filename).suffix.lower()
@@ -724,7 +731,9 @@ _ERRORS: tuple[type[Exception], ...] = (CampaignError, IntakeError, spreading.Pl
 
 
 def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The error's first line, its CLI flag named as the form's field (``--window 25-3`` → ``window 25-3``)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return re.sub(r"^--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", " "), line)
 
 
 def _preview(nc: NewCampaign, s: Settings, r: redis.Redis) -> dict[str, Any]:
@@ -732,9 +741,7 @@ def _preview(nc: NewCampaign, s: Settings, r: redis.Redis) -> dict[str, Any]:
     from worker.api import preview_file, preview_table
     from worker.costs import CostError
 
-    path = _upload_path(nc.upload)
-    if path is None:
-        raise ValueError("the upload is gone (kept for an hour): upload the file again")
+    path = _staged(nc)
     kw = nc.kwargs(s)
     text = nc.values["text"]
     if not text.strip():
@@ -804,9 +811,7 @@ def _first_rows(nc: NewCampaign, path: Path, s: Settings, kw: Mapping[str, Any],
 def _start(nc: NewCampaign, s: Settings, r: redis.Redis) -> Any:
     from worker.api import enqueue_file, enqueue_table
 
-    path = _upload_path(nc.upload)
-    if path is None:
-        raise ValueError("the upload is gone (kept for an hour): upload the file again")
+    path = _staged(nc)
     if not CAMPAIGN_ID_RE.match(nc.campaign_id):
         raise ValueError("the preview's campaign id is missing: preview again")
     kw = nc.kwargs(s)
