@@ -59,10 +59,20 @@ def _warn(msg: str) -> None:
 
 def _settings() -> Settings:
     try:
-        return get_settings()
+        s = get_settings()
     except ConfigError as exc:
         _fail(str(exc))
         raise  # unreachable
+    global _logging_configured
+    if not _logging_configured:  # SMSC_LOG_FORMAT, phones masked, secrets redacted; the CLI's own output is not logs
+        from worker.logs import configure_logging
+
+        configure_logging(s, level="WARNING")
+        _logging_configured = True
+    return s
+
+
+_logging_configured = False
 
 
 @contextmanager
