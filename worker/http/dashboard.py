@@ -776,15 +776,17 @@ def _first_rows(nc: NewCampaign, path: Path, s: Settings, kw: Mapping[str, Any],
     options), and the cost at the quote's mean price per SMS (the provider prices by operator, so a
     row's own price may differ)."""
     from worker import rows as rows_
-    from worker.smsc.encoding import count_parts, explain_ucs2, validate_message
+    from worker.smsc.encoding import count_parts, explain_ucs2, shorten_links, transliterate, validate_message
 
     send = kw["options"].send
     region = s.smsc_default_region
 
     def shown(line_no: int, phone: str, text: str) -> dict[str, Any]:
         parts = count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+        billed = shorten_links(text) if send.tinyurl else text  # what the provider encodes, after its options
+        billed = transliterate(billed, send.translit) if send.translit else billed
         return {"line": line_no, "phone": phone, "text": text, "parts": parts,
-                "ucs2": explain_ucs2(text) is not None and not send.translit,
+                "delivered": billed if billed != text else None, "ucs2": explain_ucs2(billed) is not None,
                 "cost": None if price is None else (price * parts).quantize(Decimal("0.01"))}
 
     out: list[dict[str, Any]] = []
