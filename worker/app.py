@@ -39,6 +39,7 @@ import click
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from celery.utils.log import get_multiprocessing_logger
+from kombu import Queue  # type: ignore[attr-defined]  # kombu ships no type hints
 
 from worker.logs import configure_logging, json_line
 from worker.settings import ConfigError, Settings, get_settings
@@ -49,6 +50,12 @@ __all__ = ["app", "queue_name"]
 def queue_name(namespace: str) -> str:
     """The Celery queue of a namespace: ``smsc`` for the default one, ``smsc.<namespace>`` otherwise."""
     return "smsc" if namespace == "smsc" else f"smsc.{namespace}"
+
+
+def urgent_queue_name(namespace: str) -> str:
+    """The queue of an urgent campaign's batches: workers take from it before the namespace's queue, so
+    that an urgent batch never waits behind the batches already handed out (``queue_order_strategy``)."""
+    return queue_name(namespace) + ".urgent"
 
 
 def _settings_or_exit() -> Settings:
@@ -67,7 +74,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     # Every task is short (a batch takes < lease); the visibility timeout only matters for a message
     # whose worker vanished, and must stay far above any task's run time (design: no long ETAs).
-    broker_transport_options={"visibility_timeout": 3600},
+    # "priority": a worker's BRPOP lists its queues in order, the urgent lane first, every time (kombu's
+    # default rotates them for fairness, which would let an urgent batch wait behind a bulk one).
+    broker_transport_options={"visibility_timeout": 3600, "queue_order_strategy": "priority"},
     result_backend=None,
     task_ignore_result=True,
     task_acks_late=True,
@@ -78,8 +87,11 @@ app.conf.update(
     # Flower: task events on.
     worker_send_task_events=True,
     task_send_sent_event=True,
-    # One queue per namespace: deployments sharing a Redis never take each other's batches.
+    # One queue per namespace: deployments sharing a Redis never take each other's batches; its urgent
+    # lane first (see urgent_queue_name).
     task_default_queue=queue_name(_s.smsc_namespace),
+    task_queues=[Queue(urgent_queue_name(_s.smsc_namespace)),  # type: ignore[no-untyped-call]
+                 Queue(queue_name(_s.smsc_namespace))],  # type: ignore[no-untyped-call]
     task_time_limit=int(_s.lease_s),
     task_soft_time_limit=int(_s.lease_s) - 5,
     worker_hijack_root_logger=True,

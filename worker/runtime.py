@@ -42,6 +42,8 @@ class CampaignInfo:
     budgeted: bool = False
     #: The account (SMSC_ACCOUNTS' name; ``default``: the single-account settings) that sends it.
     account_name: str = "default"
+    #: Its lane: ``urgent``, ``normal`` or ``bulk`` (see docs/priorities.md).
+    priority: str = "normal"
 
 
 class Runtime:
@@ -109,14 +111,15 @@ class Runtime:
     @functools.lru_cache(maxsize=256)  # noqa: B019 - one Runtime per process; campaign texts never change
     def campaign_info(self, cid: str) -> CampaignInfo:
         f = self.redis.hmget(self.keys.campaign(cid), "account", "message", "sender", "parts", "personal",
-                             "options", "auto_stop", "max_cost_milli", "account_name")
+                             "options", "auto_stop", "max_cost_milli", "account_name", "priority")
         if f[0] is None:
             raise LookupError(cid)
-        account, message, sender, parts, personal, options, auto_stop, max_cost, name = (
+        account, message, sender, parts, personal, options, auto_stop, max_cost, name, priority = (
             text(x) if x is not None else "" for x in f)
         return CampaignInfo(account, message, sender or None, int(parts or 1) if personal != "1" else 0,
                             personal=personal == "1", options=options, auto_stop=auto_stop == "1",
-                            budgeted=bool(max_cost) and int(max_cost) > 0, account_name=name or DEFAULT_ACCOUNT)
+                            budgeted=bool(max_cost) and int(max_cost) > 0, account_name=name or DEFAULT_ACCOUNT,
+                            priority=priority or "normal")
 
     def for_account(self, name: str) -> Runtime:
         """The runtime of account ``name`` (its login, client and cap), sharing this one's Redis; this one

@@ -43,8 +43,9 @@ import httpx
 from celery import bootsteps
 from celery.signals import task_postrun, task_prerun
 
+from scheduler.keys import split_ref
 from scheduler.recovery import ensure_recovered
-from worker.app import app
+from worker.app import app, urgent_queue_name
 from worker.delivery.config import DeliveryConfig
 from worker.delivery.poller import make_store, poll_batch, poll_due, tick
 from worker.delivery.webhooks import client_for, send_due
@@ -80,8 +81,16 @@ def _feed(max_claim: int) -> int:
     rt = get_runtime()
     refs = rt.ledger.claim(window=rt.settings.smsc_window,
                            claim_lease_ms=int(rt.settings.lease_s * 1000) * 2, max_claim=max_claim)
+    urgent = urgent_queue_name(rt.settings.smsc_namespace)
     for ref in refs:
-        send_batch.apply_async((ref,))
+        try:
+            lane = rt.campaign_info(split_ref(ref)[0]).priority
+        except LookupError:
+            lane = "normal"  # a stale batch: its task finds nothing to do
+        if lane == "urgent":
+            send_batch.apply_async((ref,), queue=urgent)
+        else:
+            send_batch.apply_async((ref,))
     return len(refs)
 
 
