@@ -4,7 +4,7 @@ the running workers, against the bare load generator sending the same requests.
 - :func:`write_personal_csv` — ``phone;name;order;city`` rows (Russian names and cities, one order number a
   row, so every text is its own): every ``invalid_every``-th phone invalid (2 %), every
   ``duplicate_every``-th an earlier number spelled another way (1 %, the first row wins). With
-  :data:`TEMPLATE` (one placeholder per column, 77 characters) each text is 72-101 characters of
+  :data:`TEMPLATE` (one placeholder per column, 77 characters) each text is 72-90 characters of
   Cyrillic: UCS-2, 2 parts. Returns the counts and the mean UTF-8 bytes of the texts queued.
 - :func:`send_personal` — the campaign enqueued (``smsc-mailer enqueue --csv``, a child) while beat is
   stopped, then sent by the stack's workers, measured as :func:`worker.dev.bench.send.send_campaign`

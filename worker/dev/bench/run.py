@@ -14,7 +14,7 @@ Workloads:
    commit minus before, over the recipients queued).
 2. **Personal texts** (:mod:`worker.dev.bench.personal`) — a CSV of N rows (``phone;name;order;city``,
    Russian names, ~2 % invalid phones, ~1 % duplicates) and a template of one placeholder per column:
-   every text its own, 72-101 characters of Cyrillic (UCS-2, 2 parts). Intake (``smsc-mailer enqueue
+   every text its own, 72-90 characters of Cyrillic (UCS-2, 2 parts). Intake (``smsc-mailer enqueue
    --csv FILE --template ...``, a child) of N/10 and N rows, measured as above, with the mean UTF-8 bytes
    of the texts queued beside Redis' bytes per recipient; the small file again with ``--allow-partial``
    tells the balance check's time. Then the N rows as a campaign sent by the running workers (beat
