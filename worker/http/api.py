@@ -329,12 +329,15 @@ class StopBulk(BaseModel):
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
     out: dict[int | str, dict[str, Any]] = {}
-    for c in (401, 403, 422, 503, *codes):
+    # 400 (a Content-Length that is not a number, a body that is not UTF-8 JSON) and 413 (a body over the
+    # limit) may answer any route: the body is checked before the route is chosen.
+    for c in sorted({400, 401, 403, 413, 422, 503, *codes}):
         out[c] = {"description": _WHY.get(c, "An error (RFC 9457)."), "content": {PROBLEM_JSON: ref}}
     return out
 
 
-_WHY = {400: "A body that is not multipart as it says.", 401: "No token, or not one of SMSC_API_TOKENS.",
+_WHY = {400: "A body that cannot be parsed as what its Content-Type says, or a bad Content-Length.",
+        401: "No token, or not one of SMSC_API_TOKENS.",
         402: "The balance cannot pay the campaign (allow_partial sends what it pays for).",
         403: "A read token on a write.", 404: "No such campaign.",
         409: "The id is taken by another content, the Idempotency-Key was used with another body, or the "
@@ -492,7 +495,7 @@ async def _read_form(request: Request) -> _Input:
                 upload = item
             elif isinstance(item, UploadFile):
                 raise ApiProblem(422, f"the form field {key!r} must be text, not a file", slug="invalid-request")
-            elif item != "" or key in ("message", "template"):
+            else:
                 values[key] = item
         if upload is None:
             raise ApiProblem(422, "upload the recipients in the form field 'file'", slug="invalid-request",
@@ -919,8 +922,7 @@ class Health(BaseModel):
 
 
 @router.get("/healthz", response_model=Health, summary="The server and its Redis answer (no token needed)",
-            responses={503: {"description": "Redis cannot be reached.",
-                             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}})
+            responses={c: v for c, v in _problems().items() if c in (400, 413, 503)})
 def health(ctx: Ctx) -> JSONResponse:
     with _domain():
         ctx.redis.ping()
