@@ -43,7 +43,6 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeAlias
-from urllib.parse import quote
 
 import redis
 
@@ -311,7 +310,7 @@ class PersonalBatcher:
         self.sms += parts
         # Its share of the request body: the text form-encoded (a Cyrillic letter is 6 bytes), the
         # phone and separators; a text shared by several recipients is counted each time (an upper bound).
-        size = len(quote(text, safe="")) + _PERSONAL_BYTES_PER_RECIPIENT
+        size = _form_length(text) + _PERSONAL_BYTES_PER_RECIPIENT
         done: list[_Pending] = []
         if list_safe(text):
             pend = self.mixed
@@ -703,6 +702,17 @@ class Enqueue:
         if ok != 1:
             raise _LostClaim
 
+
+
+#: The bytes a form encoding keeps as they are (``quote(..., safe="")``): every other byte is ``%XX``.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+
+
+def _form_length(text: str) -> int:
+    """``len(quote(text, safe=""))`` in C: each byte outside the unreserved set becomes three (~0.3 µs a
+    text against ~5 µs)."""
+    b = text.encode("utf-8", "surrogatepass")
+    return len(b) + 2 * len(b.translate(None, _UNRESERVED))
 
 
 def _subset_json(values: Mapping[str, object], phones: Sequence[str]) -> str:

@@ -224,8 +224,20 @@ class _Prepared:
         if opts.priority == "urgent" and not batch_size:
             size = min(size, URGENT_BATCH_SIZE)
 
+        plain_parts = send.translit == 0 and not send.tinyurl and send.maxsms is None
+        last: list[Any] = [None, 0]  # the text the intake's check just counted, and its parts
+
+        def check_text(text: str) -> object:
+            segments = validate_message(text)
+            last[0], last[1] = text, segments.parts
+            return segments
+
         def parts_of(text: str) -> int:
+            if plain_parts and text is last[0]:
+                return int(last[1])  # counted a moment ago by check_text: a million texts are counted once
             return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+
+        self.check_text = check_text
 
         self.parts_of = parts_of
         self.spec = CampaignSpec(message=message if message is not None else (template or ""), parts=parts,
@@ -270,8 +282,14 @@ def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, templat
         _rows.check_columns(list(first), tpl, phone_column, columns.get("sender_column"), columns.get("tz_column"))
         return _rows.iter_dicts(itertools.chain([first], it), template=tpl, phone_column=phone_column,
                                 sender_column=columns.get("sender_column"), tz_column=columns.get("tz_column"),
-                                region=p.region, check_text=validate_message)
-    return _rows.iter_pairs(recipients, region=p.region, check_text=validate_message)
+                                region=p.region, check_text=p.check_text)
+    return _rows.iter_pairs(recipients, region=p.region, check_text=p.check_text)
+
+
+def _items_of(p: _Prepared, given: Iterable[Item] | Callable[[Callable[[str], object]], Iterable[Item]]
+              ) -> Iterable[Item]:
+    """Items given as they are, or made by a function of the campaign's text check (a table's rows)."""
+    return given(p.check_text) if callable(given) else given
 
 
 def _check_message_args(message: str | None, template: str | None) -> None:
@@ -292,7 +310,7 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
                      options: CampaignOptions | None = None,
                      on_duplicate: Callable[[int, str], None] | None = None,
                      on_suppressed: Callable[[int, str], None] | None = None,
-                     _items_override: Iterable[Item] | None = None) -> Receipt:
+                     _items_override: Any = None) -> Receipt:
     """Validate and enqueue a campaign; returns its :class:`~scheduler.campaigns.Receipt`.
 
     Three shapes: ``recipients`` are numbers and ``message`` the one text; or ``recipients`` are rows
@@ -319,7 +337,8 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
                   settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
                   template=template)
     columns = {"phone_column": phone_column, "sender_column": sender_column, "tz_column": tz_column}
-    items = _items_override if _items_override is not None else _items(p, recipients, message, template, columns)
+    items = _items_of(p, _items_override) if _items_override is not None else _items(p, recipients, message, template,
+                                                                                       columns)
     receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
                                  strict=strict, before_commit=_balance_check(p, on_warning),
                                  **p.hooks(on_duplicate, on_suppressed))
@@ -376,7 +395,7 @@ def enqueue_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> R
 
 
 def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any], *, phone_column: str,
-           sender_column: str | None, tz_column: str | None) -> Iterator[tuple[Any, Iterator[Item]]]:
+           sender_column: str | None, tz_column: str | None) -> Iterator[tuple[Any, Any]]:
     """The open table and its intake stream; a template error, an unknown placeholder or a missing
     column is refused here, before anything is read or queued."""
     settings = kwargs.get("settings") or get_settings()
@@ -385,8 +404,11 @@ def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any
     with _rows.open_table(path) as table:
         tpl = _rows.compile_template(template, table.columns)
         _rows.check_columns(table.columns, tpl, phone_column, sender_column, tz_column)
-        yield table, _rows.iter_rows(table, template=tpl, phone_column=phone_column, sender_column=sender_column,
-                                     tz_column=tz_column, region=region, check_text=validate_message)
+        def items(check_text: Callable[[str], object]) -> Iterator[Item]:
+            return _rows.iter_rows(table, template=tpl, phone_column=phone_column, sender_column=sender_column,
+                                   tz_column=tz_column, region=region, check_text=check_text)
+
+        yield table, items
 
 
 def enqueue_table(path: str | os.PathLike[str], template: str, *, phone_column: str = "phone",
@@ -411,7 +433,7 @@ def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None
                      on_duplicate: Callable[[int, str], None] | None = None,
                      on_suppressed: Callable[[int, str], None] | None = None,
                      quote: bool = False,
-                     _items_override: Iterable[Item] | None = None) -> dict[str, Any]:
+                     _items_override: Any = None) -> dict[str, Any]:
     """The dry run of :func:`enqueue_campaign`: what it would queue (counts, due times, batches, the SMS
     total), by the same dedup and planner, on the same clock; nothing is queued (see
     :meth:`Campaigns.preview`). ``ucs2`` says, for texts that go UCS-2, which characters forced it and
@@ -426,7 +448,8 @@ def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None
                   settings=settings, redis_conn=redis_conn, on_warning=on_warning, options=options,
                   template=template)
     columns = {"phone_column": phone_column, "sender_column": sender_column, "tz_column": tz_column}
-    items = _items_override if _items_override is not None else _items(p, recipients, message, template, columns)
+    items = _items_of(p, _items_override) if _items_override is not None else _items(p, recipients, message, template,
+                                                                                       columns)
     ucs2 = _Ucs2Tally(p.options.send)
     if message is not None:
         ucs2.add(message, 1)

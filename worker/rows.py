@@ -140,18 +140,31 @@ _TESTS: tuple[tuple[type[nodes.Node], str], ...] = ((nodes.If, "test"), (nodes.C
 class Template:
     """A compiled template: its placeholders (column names) and those that must not be empty."""
 
-    __slots__ = ("_jinja", "_optional", "placeholders", "required", "source")
+    __slots__ = ("_jinja", "_optional", "_plain", "placeholders", "required", "source")
 
     def __init__(self, source: str, jinja: jinja2.Template, placeholders: frozenset[str],
-                 optional: frozenset[str]) -> None:
+                 optional: frozenset[str], plain: tuple[tuple[bool, str], ...] | None = None) -> None:
         self.source = source
         self._jinja = jinja
         self.placeholders = placeholders
         self.required = placeholders - optional
         self._optional = tuple(sorted(optional))
+        #: A template of text and bare ``{{ column }}`` placeholders only, as (is_column, text) pieces:
+        #: rendered by joining strings (~0.3 µs a row against Jinja's ~2.7 µs), the same result.
+        self._plain = plain
 
     def render(self, row: Mapping[str, object]) -> str:
         """The text for ``row``; raise :class:`RenderError` (one line) when it cannot be rendered."""
+        if self._plain is not None:
+            try:
+                pieces = [row[t] if col else t for col, t in self._plain]
+            except KeyError:
+                pass  # Jinja says what is missing, in its words
+            else:
+                try:
+                    return "".join(pieces)  # type: ignore[arg-type]
+                except TypeError:
+                    pass  # a value that is not text (a number from the Python API): Jinja renders it
         for name in self._optional:
             if name not in row:
                 row = {**{n: "" for n in self._optional}, **row}
@@ -188,10 +201,25 @@ def compile_template(source: str, columns: Sequence[str] | None = None) -> Templ
     for f in tree.find_all(nodes.Filter):
         if f.name in ("default", "d") and f.node is not None:
             optional |= _names(f.node)
-    template = Template(source, jinja, placeholders, frozenset(optional) & placeholders)
+    template = Template(source, jinja, placeholders, frozenset(optional) & placeholders, _plain_pieces(tree))
     if columns is not None:
         _check_placeholders(template, columns)
     return template
+
+
+def _plain_pieces(tree: nodes.Template) -> tuple[tuple[bool, str], ...] | None:
+    """The pieces of a template made of text and bare ``{{ name }}`` outputs only, else None."""
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    pieces: list[tuple[bool, str]] = []
+    for node in tree.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            pieces.append((False, node.data))
+        elif isinstance(node, nodes.Name) and node.ctx == "load":
+            pieces.append((True, node.name))
+        else:
+            return None
+    return tuple(pieces)
 
 
 def _names(expr: nodes.Node) -> set[str]:
