@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import socket
 import subprocess
 import sys
 import warnings
@@ -504,3 +505,20 @@ def test_a_malformed_token_entry_is_one_line_without_the_entry(redis_server: Any
         create_app(settings_for(redis_server, smsc_api_tokens=SecretStr(f"{FULL_ENTRY},{READ}")))
     assert "entry 2" in str(err.value) and READ not in str(err.value)
 
+
+
+def test_serve_refuses_a_malformed_token_entry_or_a_taken_port_in_one_line(tmp_path: Path) -> None:
+    def serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "worker.http.serve", *args], env=child_env(env), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    bad = serve({"SMSC_API_TOKENS": f"{READ}:full"}, "--port", "0")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [
+        "smsc-mailer serve: invalid settings: SMSC_API_TOKENS: entry 1 is not sha256hex:scope (64 hex digits, a "
+        "colon, read or full); smsc-mailer api-token prints one"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = serve({"SMSC_API_TOKENS": FULL_ENTRY}, "--port", str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr and "Traceback" not in busy.stderr

@@ -641,16 +641,19 @@ def _idempotency_key(keys: Keys, key: str) -> str:
     return f"{keys.prefix}idem:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
-def _claim_key(ctx: _Ctx, key: str, cid: str, digest: str) -> tuple[str, bool]:
-    """Bind ``key`` to (``cid``, ``digest``); the campaign id it is bound to and whether this call bound it.
-    409 when it is bound to another request."""
-    rkey = _idempotency_key(ctx.keys, key)
+def _claim_key(ctx: _Ctx, key: str, cid: str, inp: _Input) -> tuple[str, bool]:
+    """Bind ``key`` to (``cid``, the request's digest); the campaign id it is bound to and whether this call
+    bound it. 409 when it is bound to another request. (In a thread: a large body's digest is CPU work.)"""
+    return _bind(ctx, _idempotency_key(ctx.keys, key), cid, inp.digest())
+
+
+def _bind(ctx: _Ctx, rkey: str, cid: str, digest: str) -> tuple[str, bool]:
     with _domain():
         if ctx.redis.set(rkey, json.dumps({"campaign_id": cid, "digest": digest}), nx=True, ex=IDEMPOTENCY_TTL_S):
             return cid, True
         raw = ctx.redis.get(rkey)
     if raw is None:  # expired between the two commands: bind it again
-        return _claim_key(ctx, key, cid, digest)
+        return _bind(ctx, rkey, cid, digest)
     bound = json.loads(raw)
     if bound.get("digest") != digest:
         raise ApiProblem(409, f"this Idempotency-Key was used with another request (campaign "
@@ -685,8 +688,8 @@ async def create_campaign(request: Request, ctx: Ctx, _: Full, idempotency_key: 
             return _json(out, status)
         cid, bound = inp.fields.campaign_id, False
         if idempotency_key is not None:
-            cid, bound = await run_in_threadpool(_claim_key, ctx, idempotency_key, cid or _idempotent_id(
-                idempotency_key), inp.digest())
+            cid, bound = await run_in_threadpool(_claim_key, ctx, idempotency_key,
+                                                 cid or _idempotent_id(idempotency_key), inp)
         try:
             status, out = await run_in_threadpool(_intake, ctx, inp, "enqueue", cid)
         except BaseException:
