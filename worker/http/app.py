@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import re
 import time
 from typing import Any
 
@@ -40,9 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.http import api, problems
 from worker.http.auth import Tokens
-from worker.http.problems import ApiProblem, Problem, problem_response
+from worker.http.problems import ApiProblem, Problem, masked_path, problem_response
 from worker.settings import Settings, get_settings
-from worker.smsc.phones import mask_phone
 
 __all__ = ["OPENAPI_TITLE", "create_app", "openapi_document"]
 
@@ -52,7 +50,6 @@ OPENAPI_TITLE = "smsc-mailer"
 _DESCRIPTION = ("Bulk SMS campaigns through the SMSC HTTP API: the smsc-mailer CLI over HTTP. Every answer is "
                 "the object the CLI prints with --json; every error is application/problem+json (RFC 9457). "
                 "Authorization: Bearer <token> (smsc-mailer api-token). See docs/http-api.md.")
-_PHONE = re.compile(r"\+?\d{10,15}")
 
 
 def create_app(settings: Settings | None = None, *, redis_conn: redis.Redis | None = None) -> FastAPI:
@@ -163,10 +160,6 @@ class _TokenGate:
         await self.app(scope, receive, send)
 
 
-def _masked(path: str) -> str:
-    return _PHONE.sub(lambda m: mask_phone(m.group(0)), path)
-
-
 class _AccessLog:
     """One line per request: ``GET /v1/campaigns/c1 200 3.1ms client=1a2b3c4d`` (no query string, no
     header, numbers masked)."""
@@ -192,5 +185,5 @@ class _AccessLog:
         finally:
             principal = scope.get("state", {}).get("principal")
             who = f" client={principal.token_id}" if principal is not None else ""
-            log.info("%s %s %d %.1fms%s", scope.get("method", "?"), _masked(scope.get("path", "")), status or 500,
+            log.info("%s %s %d %.1fms%s", scope.get("method", "?"), masked_path(scope.get("path", "")), status or 500,
                      (time.perf_counter() - started) * 1000, who)

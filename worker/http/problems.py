@@ -48,6 +48,7 @@ from starlette.responses import JSONResponse, Response
 from scheduler.campaigns import CampaignError
 from scheduler.intake import Rejected
 from worker.settings import ConfigError
+from worker.smsc.phones import mask_phone
 
 __all__ = [
     "MAX_NAMED_ERRORS",
@@ -57,6 +58,7 @@ __all__ = [
     "ProblemItem",
     "RejectedRows",
     "install",
+    "masked_path",
     "problem_of",
     "problem_response",
     "validation_items",
@@ -234,6 +236,14 @@ def _campaign_problem(text: str, rejected: RejectedRows | None) -> ApiProblem:
                       errors=rejected.items if rejected is not None and rejected.items else None)
 
 
+_PHONE = re.compile(r"\+?\d{10,15}")
+
+
+def masked_path(path: str) -> str:
+    """A request's path for a log line: every number in it masked to its last digits (``****4567``)."""
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)), path)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -268,7 +278,8 @@ async def _domain(_: Request, exc: Exception) -> Response:
 
 async def _bug(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log (no request headers in it); the client learns nothing of it.
-    log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+    log.error("%s %s: unexpected %s", request.method, masked_path(request.url.path), type(exc).__name__,
+              exc_info=exc)
     return problem_response(ApiProblem(500, "an unexpected error; it is logged", slug="internal"))
 
 
