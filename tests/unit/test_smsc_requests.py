@@ -59,6 +59,8 @@ def test_requests_public_surface_is_pinned() -> None:
             "cost_params",
             "encode_list",
             "fingerprint",
+            "form_body",
+            "form_quote",
             "send_params",
             "status_params",
             "validate_request_id",
@@ -412,3 +414,25 @@ def test_the_requests_sender_is_checked_even_when_every_line_has_its_own() -> No
     with pytest.raises(ValueError, match="sender"):
         send_params(lines=[(["79990000001"], "a", "Shop A"), (["79990000002"], "b", "Shop B")],
                     request_id="1", sender="Магазин")
+
+
+@given(st.text())
+def test_the_form_encoding_is_urllibs_byte_for_byte(value: str) -> None:
+    from urllib.parse import quote
+
+    from worker.smsc.requests import form_quote
+
+    try:
+        expected = quote(value, safe="")
+    except UnicodeEncodeError:  # a lone surrogate: no text of ours carries one
+        return
+    assert form_quote(value) == expected
+
+
+def test_a_form_body_decodes_to_the_params_exactly() -> None:
+    from urllib.parse import parse_qsl
+
+    from worker.smsc.requests import form_body
+
+    params = {"list": "79001234567:Привет, мир! 🎉\n79001234568:a+b&c=d %25 ~", "psw": "p&w=1 +", "id": "c-1"}
+    assert dict(parse_qsl(form_body(params).decode("ascii"), keep_blank_values=True)) == params

@@ -50,10 +50,20 @@ from worker.smsc.errors import (
 )
 from worker.smsc.phones import mask_phone
 from worker.smsc.reports import CostReport, SendReport, StatusReport
-from worker.smsc.requests import AnyLine, SendOptions, balance_params, cost_params, send_params, status_params
+from worker.smsc.requests import (
+    AnyLine,
+    SendOptions,
+    balance_params,
+    cost_params,
+    form_body,
+    send_params,
+    status_params,
+)
 from worker.smsc.responses import parse_balance, parse_send, parse_status
 
 __all__ = ["SmscClient"]
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +282,7 @@ class SmscClient:
             with deadline(deadline_at):
                 left = deadline_at - time.monotonic()
                 request = self._http.build_request(
-                    "POST", path, data={**params, **self._auth},
+                    "POST", path, content=form_body({**params, **self._auth}), headers=_FORM,
                     timeout=httpx.Timeout(left, connect=min(_CONNECT_S, left)),
                 )
                 response = self._http.send(request, stream=True)

