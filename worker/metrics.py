@@ -45,6 +45,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from scheduler.campaigns import FINAL_STATES
+from scheduler.health import KINDS, CampaignView, Finding, Progress, Thresholds, campaign_queues, check
 from scheduler.keys import Keys
 from scheduler.keys import text as _s
 from worker.delivery.states import funnel
@@ -72,7 +73,8 @@ ACCOUNT_STATES = ("ok", "cooldown", "stopped")
 #: the record holds beyond them (an undocumented status) is exported as the state ``other``.
 _DELIVERY_CODES = (1, 2, *range(8, 36))
 _CAMPAIGN_FIELDS = ("total", "sent", "failed", "cancelled", "quarantined", "invalid", "duplicates", "sms",
-                    "cost_milli", "batches", "created_ms", "started_ms", "finished_ms", "account",
+                    "cost_milli", "batches", "created_ms", "started_ms", "finished_ms", "account", "queued_ms",
+                    "progress_ms",
                     # counters the ledger does not keep yet (docs/metrics.md: "needs ledger support");
                     # an absent field exports no sample rather than a false zero
                     "settled_sent", "settled_failed", "unknown_outcomes")
@@ -142,6 +144,12 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("smsc_campaign_delivery_funnel_recipients", "campaign stage",
        "Sent recipients: delivered, failed, pending, unknown; they add up to sent (status: delivery)"),
     _g("smsc_campaign_delivery_final", "campaign", "1 once every sent recipient has a final delivery state"),
+    # health (scheduler.health: the checks status shows)
+    _g("smsc_campaign_health", "campaign kind",
+       "1 when the campaign has a health finding of that kind (stalled, due_overdue, failure_rate), 0 else"),
+    _g("smsc_campaign_progress_age_seconds", "campaign",
+       "Seconds since a recipient of the campaign last became final (as this metrics process saw it)"),
+    _g("smsc_health_findings", "kind", "Health findings of the exported campaigns that are not final, by kind"),
     # the queues of the namespace
     _g("smsc_due_batches", "", "Batches in the due-queue (due now or later)"),
     _g("smsc_due_now_batches", "", "Batches due now, waiting for the dispatcher and a worker"),
@@ -199,6 +207,8 @@ class MetricsConfig:
     due_scan: int = 2000
     #: Leased batches read (state, settle flag); ``SMSC_WINDOW`` bounds them in a healthy system.
     leased_scan: int = 2000
+    #: When a campaign has a health finding (``SMSC_HEALTH_*``, :class:`scheduler.health.Thresholds`).
+    health: Thresholds = field(default_factory=Thresholds)
 
     @classmethod
     def from_settings(cls, s: Any, **overrides: Any) -> MetricsConfig:
@@ -213,7 +223,8 @@ class MetricsConfig:
             namespace=str(get("smsc_namespace", d.namespace)), account=get("smsc_account", None),
             concurrency=int(get("smsc_concurrency", d.concurrency)),
             campaigns=int(get("smsc_metrics_campaigns", d.campaigns)),
-            final_window_s=float(get("smsc_metrics_final_window", d.final_window_s)))
+            final_window_s=float(get("smsc_metrics_final_window", d.final_window_s)),
+            health=Thresholds.from_settings(s))
         values.update(overrides)
         return cls(**values)
 
@@ -241,6 +252,8 @@ class _Scrape:
     queues: dict[str, float] = field(default_factory=dict)
     deferrals: dict[str, str] | None = None
     accounts: dict[str, tuple[dict[str, str], list[int]]] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    progress_age_s: dict[str, float] = field(default_factory=dict)
     round_trips: int = 0
 
 
@@ -253,6 +266,9 @@ class LedgerCollector(Collector):
         self.keys = Keys(self.config.namespace)
         #: Final campaigns seen: id -> (creation score, their state, ends and login as read once).
         self._final: dict[str, tuple[float, _Head]] = {}
+        #: When each exported campaign's final count last changed, as the scrapes saw it (the health
+        #: checks' "no recipient became final for ..."; in memory: a restart judges afresh).
+        self._progress = Progress()
 
     def describe(self) -> Iterable[Metric]:
         # Registration must not read Redis (the registry calls describe(), else nothing).
@@ -343,12 +359,30 @@ class LedgerCollector(Collector):
             a = {name: _s(v) for name, v in zip(_ACCOUNT_FIELDS, next(out), strict=True) if v is not None}
             sc.accounts[login] = (a, [int(next(out)) for _ in range(4)])
         q["sending"], q["unknown_in_hand"] = sending, unknown_in_hand
-        for ref in (_s(m) for m in q.pop("due_members")):
-            sc.due_by_campaign[ref.rpartition(":")[0]] += 1
+        due_members = q.pop("due_members")
+        for ref, _ in due_members:
+            sc.due_by_campaign[_s(ref).rpartition(":")[0]] += 1
+        self._health(sc, due_members, leased)
         raw = q.pop("deferrals", None)
         sc.deferrals = None if raw is None else {_s(a): _s(b) for a, b in raw.items()}
         sc.queues = {name: _lag(now, v) if name.endswith("_head") else float(v) for name, v in q.items()}
         return sc
+
+    def _health(self, sc: _Scrape, due: Sequence[tuple[Any, float]], leased: Sequence[str]) -> None:
+        """The health checks of the exported campaigns that are not final, from what the scrape read."""
+        h = self.config.health
+        queues = campaign_queues(due, leased, now_ms=sc.now_ms, due_age_s=h.due_age_s)
+        active = []
+        for cid, f in sc.campaigns:
+            v = CampaignView.from_fields(cid, {**f, "state": sc.states.get(cid, "")}, **queues.get(cid, {}))
+            if v.state in FINAL_STATES or v.state not in CAMPAIGN_STATES or v.state == "planning":
+                continue
+            active.append(cid)
+            since = self._progress.since(v, sc.now_ms)
+            sc.progress_age_s[cid] = max(sc.now_ms - since, 0) / 1000
+            sc.findings += check(v, now_ms=sc.now_ms, since_ms=since, thresholds=h)
+        self._progress.forget(active)
+        self._progress.changed.clear()  # kept in this process only
 
     def _queue_reads(self, pipe: Any, now: int) -> list[str]:
         """Queue the namespace-wide reads on ``pipe``; their names, in order."""
@@ -363,7 +397,7 @@ class LedgerCollector(Collector):
                 pipe.zrange(key, 0, 0, withscores=True)  # the oldest: its lag
                 names.append(f"{name}_head")
         pipe.zcard(k.settle_due)
-        pipe.zrangebyscore(k.due, "-inf", now, start=0, num=c.due_scan)
+        pipe.zrangebyscore(k.due, "-inf", now, start=0, num=c.due_scan, withscores=True)
         pipe.zrange(k.leased, 0, c.leased_scan - 1)
         pipe.zcard(k.webhook_dead)
         pipe.hlen(k.webhook_new)
@@ -443,6 +477,14 @@ class LedgerCollector(Collector):
             add("smsc_deferrals", (guard,), _num(count))
         for login, (a, slots) in sorted(sc.accounts.items()):
             self._account(add, sc.now_ms, login, a, slots)
+        found = {(f.campaign_id, f.kind) for f in sc.findings}
+        for cid, age in sc.progress_age_s.items():
+            add("smsc_campaign_progress_age_seconds", (cid,), age)
+            for kind in KINDS:
+                add("smsc_campaign_health", (cid, kind), float((cid, kind) in found))
+        by_kind = Counter(f.kind for f in sc.findings)
+        for kind in KINDS:
+            add("smsc_health_findings", (kind,), by_kind.get(kind, 0))
         yield from fam.values()
 
     def _campaign(self, add: Callable[[str, Sequence[str], float], None], sc: _Scrape, cid: str,

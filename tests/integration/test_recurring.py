@@ -11,6 +11,7 @@ beat schedule of one entry made by :func:`worker.recurring.recurring_entry`, imp
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections import Counter
@@ -20,11 +21,14 @@ from typing import Any
 
 import pytest
 import redis
+from celery.schedules import crontab
 
 from scheduler.audiences import Audiences
 from scheduler.keys import Keys
 from tests.integration.helpers import numbers, wait_for, wait_until_final, write_phones
+from worker.app import app
 from worker.dev.stack import Stack
+from worker.recurring import Cadence, cadence_of, recurring_entry
 
 pytestmark = pytest.mark.integration
 
@@ -179,3 +183,58 @@ def test_two_redbeat_beats_one_holds_the_lock_the_other_takes_over_and_each_run_
     assert set(handled(stack)) == set(cids)
     assert len(cids) <= total_sends
     assert_each_recipient_once_per_run(stack, cids, recipients)
+
+
+# -- which run a message is (no processes) ----------------------------------------------------------------
+
+def at(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def test_a_daily_crontab_names_one_run_a_day_however_late_or_early_the_beat_is_within_half_a_day() -> None:
+    c = cadence_of(crontab(hour=9, minute=0, app=app))
+    assert c == Cadence(86_400, 9 * 3600)
+    ids = {c.campaign_id("vip", c.run_ms(at(t))) for t in (
+        "2026-12-01T09:00:00.004", "2026-12-01T08:59:59.5", "2026-12-01T14:30:00", "2026-12-01T20:59:59")}
+    assert ids == {"vip.261201"}
+    assert c.campaign_id("vip", c.run_ms(at("2026-12-01T21:00:01"))) == "vip.261202"
+
+
+def test_every_fifteen_minutes_and_an_interval_name_their_runs_by_minute_and_by_slot() -> None:
+    quarter = cadence_of(crontab(minute="*/15", app=app))
+    assert quarter == Cadence(900, 0)
+    assert quarter.campaign_id("orders", quarter.run_ms(at("2026-12-01T09:14:59"))) == "orders.261201T0915"
+    every = cadence_of(dt.timedelta(seconds=5))
+    assert every == Cadence(5)
+    assert every.campaign_id("w", every.run_ms(at("2026-12-01T09:00:04.999"))) == "w.261201T090000"
+    assert every.campaign_id("w", every.run_ms(at("2026-12-01T09:00:05"))) == "w.261201T090005"
+
+
+def test_a_crontab_in_the_apps_time_zone_is_put_on_the_utc_grid() -> None:
+    moscow = crontab(hour=9, minute=0, app=app)
+    moscow.tz = dt.timezone(dt.timedelta(hours=3))  # the app's timezone = Europe/Moscow
+    c = cadence_of(moscow)
+    assert c == Cadence(86_400, 6 * 3600)
+    assert c.campaign_id("vip", c.run_ms(at("2026-12-01T06:00:00.010"))) == "vip.261201"
+
+
+@pytest.mark.parametrize(("call", "why"), [
+    (lambda: cadence_of(crontab(minute="0,20", hour="9-17", app=app)), "its runs are not evenly spaced"),
+    (lambda: cadence_of(2.5), "every whole number of seconds"),
+    (lambda: recurring_entry("a_very_long_name_x", 86_400, audience="list:vip", message="x"),
+     "use 1-17 characters"),
+    (lambda: recurring_entry("w", 60, audience="vip", message="x"), "give file:<path"),
+    (lambda: recurring_entry("w", 60, audience="list:vip", message="x", template="y"), "not both"),
+    (lambda: recurring_entry("w", 60, audience="list:vip", message="x", colour="red"), "unknown option 'colour'"),
+])
+def test_a_bad_entry_is_refused_in_one_line_when_the_schedule_is_read(call: Callable[[], Any], why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        call()
+
+
+def test_an_entry_carries_names_and_references_and_expires_after_one_period() -> None:
+    entry = recurring_entry("vip", crontab(hour=9, minute=0, app=app), audience="list:vip", message="Hi",
+                            window="9-21")
+    assert entry["task"] == "smsc.recurring" and entry["options"] == {"expires": 86_400}
+    assert entry["kwargs"] == {"schedule": "vip", "audience": "list:vip", "every_s": 86_400, "at_s": 32_400,
+                               "message": "Hi", "window": "9-21"}
