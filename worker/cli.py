@@ -665,13 +665,25 @@ def metrics(host: str, port: int) -> None:
     sys.exit(metrics_main(["--host", host, "--port", str(port)]))
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+def serve(host: str, port: int) -> None:
+    """Serve the HTTP API (/v1), the dashboard (/ui) and /metrics (bearer tokens: SMSC_API_TOKENS)."""
+    from worker.http.serve import serve_main
+
+    sys.exit(serve_main(host, port))
+
+
 def _register() -> None:
     """The command groups that live in modules of their own."""
     from worker.cli_retry import retry
     from worker.cli_stoplist import stoplist
+    from worker.http.serve import api_token
 
     cli.add_command(stoplist)
     cli.add_command(retry)
+    cli.add_command(api_token)
 
 
 _register()

@@ -87,7 +87,7 @@ class DashboardServer(ServerProcess):
 
     def argv(self) -> list[str]:
         if (PROJECT_ROOT / "worker" / "http" / "serve.py").exists():
-            return [sys.executable, "-m", "worker.http.serve", "--host", HOST, "--port", str(self.port)]
+            return [sys.executable, "-m", "worker.cli", "serve", "--host", HOST, "--port", str(self.port)]
         return [sys.executable, "-m", "uvicorn", "--factory", "worker.http.dashboard:dashboard_app",
                 "--host", HOST, "--port", str(self.port), "--log-level", "warning"]
 

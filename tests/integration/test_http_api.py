@@ -44,7 +44,7 @@ def api_server(tmp_path: Path) -> Iterator[Callable[[Mapping[str, str]], str]]:
     def start(env: Mapping[str, str]) -> str:
         log = tmp_path / "api.log"
         out = log.open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "worker.http.serve", "--host", "127.0.0.1", "--port", "0"],
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
                                 env=child_env(env), stdout=out, stderr=subprocess.STDOUT)
         procs.append(proc)
 

@@ -83,7 +83,7 @@ def served(redis_server: Any, sim: SimulatorProcess) -> Iterator[str]:
     env = child_env({"REDIS_URL": redis_server.url, "SMSC_NAMESPACE": "schema", "SMSC_API_TOKENS": ENTRY,
                      "SMSC_BASE_URL": sim.url, "SMSC_LOGIN": sim.login, "SMSC_PASSWORD": sim.password,
                      "SMSC_TIMEOUT": "5", "SMSC_API_MAX_UPLOAD": str(1024 * 1024)})
-    proc = subprocess.Popen([sys.executable, "-m", "worker.http.serve", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
