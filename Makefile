@@ -6,7 +6,7 @@ PYTEST  := $(BIN)/pytest
 # Integration tests mostly wait (on the provider's 60 s rules, on spread campaigns): run them side by side.
 TEST_WORKERS ?= 4
 
-.PHONY: install demo test unit integration chaos bench bench-quick lint typecheck clean flower
+.PHONY: install demo up test unit integration chaos bench bench-quick lint typecheck clean flower
 
 install: $(BIN)/smsc-mailer
 
@@ -18,6 +18,10 @@ $(BIN)/smsc-mailer: pyproject.toml
 
 demo: install
 	$(BIN)/smsc-mailer-dev demo
+
+# the demo's stack and dashboard kept running until Ctrl-C, to click through
+up: install
+	$(BIN)/smsc-mailer-dev demo --keep
 
 test: install
 	$(PYTEST) -q -n $(TEST_WORKERS) --dist worksteal

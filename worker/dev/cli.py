@@ -116,11 +116,12 @@ def simulator(ctx: click.Context, port: int) -> None:
 
 @cli.command()
 @click.option("--recipients", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
-def demo(recipients: int) -> None:
-    """Bring up Redis, the simulator, a worker and beat; send a demo campaign; stop everything."""
+@click.option("--keep", is_flag=True, help="Keep the stack and the dashboard running until Ctrl-C (make up).")
+def demo(recipients: int, keep: bool) -> None:
+    """Bring up Redis, the simulator, a worker, beat and the dashboard; send a demo campaign; stop everything."""
     from worker.dev.demo import run_demo
 
-    raise SystemExit(run_demo(recipients=recipients))
+    raise SystemExit(run_demo(recipients=recipients, keep=keep))
 
 
 @cli.command()

