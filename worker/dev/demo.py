@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+import httpx
 
 from worker.dev.phones import INVALID, number, spell, write_phones_file
 from worker.dev.stack import Stack, StackError
@@ -57,10 +58,9 @@ def _start_server(env: dict[str, str], workdir: Path) -> tuple[subprocess.Popen[
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc, url, token
-        except OSError:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url, token
+        except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
     raise StackError(f"the HTTP server did not answer on {url} (its log: {workdir / 'serve.log'})")
