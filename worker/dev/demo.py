@@ -74,7 +74,8 @@ def run_demo(*, recipients: int = 10_000, keep: bool = False) -> int:
     print(f"demo: {recipients} recipients written to {phones}", flush=True)
     try:
         with Stack(redis=env_redis, appendonly=True, workers=1, concurrency=8, beats=1,
-                   sim_options={"latency_ms": 50}, namespace=f"demo{int(time.time())}",
+                   sim_options={"latency_ms": 50, "extra_args": ["--delivery", "--delivery-delay-s", "2"]},
+                   namespace=f"demo{int(time.time())}",
                    workdir=workdir) as stack:
             print(f"demo: redis {stack.redis_url} · simulator {stack.smsc_base_url} · 1 worker (8 processes) · beat",
                   flush=True)
@@ -93,6 +94,19 @@ def run_demo(*, recipients: int = 10_000, keep: bool = False) -> int:
             watch = subprocess.run([*exe, "watch", cid, "--timeout", "600"], env=env, check=False)
             if watch.returncode != 0:
                 return watch.returncode
+            # Delivery: the provider's statuses come in by polling status.php (the simulator delivers ~2 s after
+            # acceptance); wait a little for them, as a user watches the funnel fill.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                st = subprocess.run([*exe, "status", cid, "--json"], env=env, check=False, capture_output=True,
+                                    text=True)
+                d = json.loads(st.stdout.strip().splitlines()[-1])["delivery"] if st.returncode == 0 else {}
+                if d and not d.get("pending"):
+                    break
+                time.sleep(2)
+            if d:
+                print(f"demo: delivery: delivered {d.get('delivered')}, failed {d.get('failed')}, "
+                      f"pending {d.get('pending')}, unknown {d.get('unknown')}", flush=True)
             summary = stack.simulator.summary() if stack.simulator else {}
             print(f"demo: the simulator recorded {summary.get('messages')} messages "
                   f"({summary.get('duplicates')} duplicates), rule breaches: "
