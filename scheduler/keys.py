@@ -28,6 +28,31 @@ key                             type    TTL    written by                       
                                                first": member ``cid:n``, score =   these first, while
                                                its due time); claim removes it     still due in
                                                                                    ``{ns}:due``)
+``{ns}:lane:<lane>:<cid>``      ZSET    -      beside every write of ``{ns}:due``  dispatcher (claim)
+                                               (create commit, record, begin
+                                               defer, sweep, recover, resume,
+                                               cancel; ``lane_add`` in
+                                               ``lua/_lib.lua``): the campaign's
+                                               queued batches in its lane (member
+                                               ``cid:n``, score = due time, ms);
+                                               claim and cancel remove; may be
+                                               stale (the claim checks
+                                               ``{ns}:due``); gone when empty
+``{ns}:lanes:<lane>``           ZSET    -      claim: the lane's rotation, the     dispatcher (claim)
+                                               campaigns with a due batch (member
+                                               cid, score = virtual time: batches
+                                               given / ``weight``); a campaign
+                                               with nothing due leaves it
+``{ns}:lanes:<lane>:wait``      ZSET    -      the lane index writers (member      dispatcher (claim
+                                               cid, score = its earliest indexed   moves the due ones
+                                               due time), claim (a campaign whose  into the rotation)
+                                               next batch is not due); cancel
+                                               removes a campaign with none left
+``{ns}:lanes``                  HASH    -      claim: ``vt:<lane>`` (the lane's    dispatcher (claim)
+                                               virtual clock: the score of the
+                                               last one served, where a joining
+                                               campaign starts), ``since_bulk``
+                                               (normal claims since bulk's last)
 ``{ns}:campaigns``              ZSET    -      intake commit; score = created ms   status listing
 ``{ns}:meta``                   HASH    -      recovery (``run_id`` of the Redis   recovery check
                                                server whose batches were settled,
@@ -121,6 +146,9 @@ The campaign HASH ``{ns}:c:<cid>`` (every time in ms of the server's clock):
   ``pause_reason`` (pause; a resume deletes the three);
 - ``durable_checks``: a counter every wait for the disk increments (``scheduler.durability``), the
   write whose fsync WAITAOF waits for.
+- ``priority`` (``urgent`` | ``normal`` | ``bulk``; absent or anything else = ``normal``) and
+  ``weight`` (a positive number, default 1: its share within its lane), written at the claim from
+  ``CampaignSpec.extra``: the lane of its batches (``lua/claim.lua``, ``docs/priorities.md``).
 
 A batch HASH ``{ns}:b:<cid>:<n>``:
 
@@ -139,6 +167,11 @@ A batch HASH ``{ns}:b:<cid>:<n>``:
 - ``last_error``: the error of an execution that recorded nothing (``Ledger.note_error``), cited by a
   quarantine; ``quarantined``: the reason, once begin or record quarantined the batch;
 - recovery (``lua/recover.lua``, after a Redis restart): ``settle``, ``settle_after``, ``owner``.
+
+``<lane>`` is one of :attr:`Keys.LANES`. The lane keys are the one family named inside Lua as well
+(``lua/_lib.lua``, from the due ZSET's prefix: the claim learns the campaigns of a lane only inside the
+script); :meth:`Keys.lane`, :meth:`Keys.lane_rotation`, :meth:`Keys.lane_waiting` and
+:attr:`Keys.lanes` build the same names, and a test pins the two.
 
 Login keys (``{L}`` stands for ``{smsc}:login:<login>``; ``now`` is always the server's clock):
 
@@ -232,6 +265,9 @@ def login_id(login: str | None = None, *, apikey: str | None = None) -> str:
 class Keys:
     """Builds the keys of one namespace, and the login keys that every namespace shares."""
 
+    #: The priority lanes, first served first (a campaign's ``priority``; ``lua/claim.lua``).
+    LANES = ("urgent", "normal", "bulk")
+
     def __init__(self, namespace: str = "smsc") -> None:
         if namespace == _LOGINS:
             raise ValueError(f"{_LOGINS!r} cannot be a namespace: it is the prefix of the login keys")
@@ -243,6 +279,8 @@ class Keys:
         self.campaigns = self.prefix + "campaigns"
         self.meta = self.prefix + "meta"
         self.recovery_lock = self.meta + ":recovering"
+        #: The lanes' shared state (HASH: ``vt:<lane>``, ``since_bulk``).
+        self.lanes = self.prefix + "lanes"
 
     # -- namespace keys ----------------------------------------------------------------------------
     def campaign(self, cid: str) -> str:
@@ -260,6 +298,19 @@ class Keys:
 
     def batch(self, ref: str) -> str:
         return f"{self.prefix}b:{ref}"
+
+    # -- priority lanes (lua/claim.lua; the scripts name these keys themselves) --------------------
+    def lane(self, lane: str, cid: str) -> str:
+        """A campaign's lane index (ZSET: batch ref -> due time, ms)."""
+        return f"{self.prefix}lane:{_lane(lane)}:{cid}"
+
+    def lane_rotation(self, lane: str) -> str:
+        """A lane's rotation (ZSET: campaign id -> virtual time)."""
+        return f"{self.prefix}lanes:{_lane(lane)}"
+
+    def lane_waiting(self, lane: str) -> str:
+        """A lane's waiting campaigns (ZSET: campaign id -> its earliest indexed due time, ms)."""
+        return f"{self.prefix}lanes:{_lane(lane)}:wait"
 
     def account_campaigns(self, acct: str) -> str:
         return f"{self.prefix}a:{acct}:campaigns"
@@ -347,6 +398,12 @@ class Keys:
 
     def balance_requests(self, login: str) -> str:
         return _login_key(login, "balance")
+
+
+def _lane(lane: str) -> str:
+    if lane not in Keys.LANES:
+        raise ValueError(f"no lane {lane!r}: one of {', '.join(Keys.LANES)}")
+    return lane
 
 
 def _login_key(login: str, *parts: str) -> str:

@@ -59,6 +59,13 @@ __all__ = [
 #: toward its subscribers' flood chains).
 QUARANTINE_AFTER = 5
 
+#: Urgent batches the claim may lease beyond the window: the login's requests in flight (fewer than 15),
+#: so that a window full of normal batches never keeps an urgent one waiting, and the overrun stays
+#: one login's worth of requests (``lua/claim.lua``, docs/priorities.md).
+_URGENT_EXTRA = 14
+#: Bulk's minimum share of the claims that normal and bulk compete for: 1 in this many.
+_BULK_EVERY = 10
+
 
 class BeginVerdict(StrEnum):
     """What :meth:`Ledger.begin` decided."""
@@ -173,19 +180,44 @@ def server_time_ms(client: redis.Redis) -> int:
 
 class Ledger:
     def __init__(self, client: redis.Redis, keys: Keys, *, scripts: Scripts | None = None,
-                 quarantine_after: int = QUARANTINE_AFTER) -> None:
+                 quarantine_after: int = QUARANTINE_AFTER, urgent_extra: int = _URGENT_EXTRA,
+                 bulk_every: int = _BULK_EVERY) -> None:
         if quarantine_after < 1:
             raise ValueError("quarantine_after must be at least 1")
+        if urgent_extra < 0:
+            raise ValueError("urgent_extra must not be negative")
+        if bulk_every < 1:
+            raise ValueError("bulk_every must be at least 1")
         self.r = client
         self.keys = keys
         self.scripts = scripts or Scripts(client)
         self.quarantine_after = quarantine_after
+        self.urgent_extra = urgent_extra
+        self.bulk_every = bulk_every
 
     # -- dispatch ------------------------------------------------------------------------------
     def claim(self, *, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None = None) -> list[str]:
-        refs = self.scripts.claim(keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
-                                  args=[clock_arg(now_ms), window, claim_lease_ms, max_claim])
-        return [_s(x) for x in refs]
+        """Lease up to ``max_claim`` due batches, in the order to send them (``lua/claim.lua``): settle
+        first, then the urgent lane (even beyond ``window``, by at most :attr:`urgent_extra`), then the
+        normal and bulk lanes by weighted fair share within the window (bulk at least 1 claim in
+        :attr:`bulk_every`), then whatever no lane index held, oldest due first."""
+        return [ref for ref, _ in self._claim(window, claim_lease_ms, max_claim, now_ms, lanes=False)]
+
+    def claim_lanes(self, *, window: int, claim_lease_ms: int, max_claim: int,
+                    now_ms: int | None = None) -> list[tuple[str, str]]:
+        """:meth:`claim`, each batch with its campaign's lane (``urgent`` | ``normal`` | ``bulk``): the
+        dispatcher can hand urgent batches to a Celery queue of their own."""
+        return self._claim(window, claim_lease_ms, max_claim, now_ms, lanes=True)
+
+    def _claim(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
+               lanes: bool) -> list[tuple[str, str]]:
+        got = [_s(x) for x in self.scripts.claim(
+            keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
+            args=[clock_arg(now_ms), window, claim_lease_ms, max_claim, self.urgent_extra, self.bulk_every,
+                  "1" if lanes else ""])]
+        if not lanes:
+            return [(ref, "") for ref in got]
+        return list(zip(got[0::2], got[1::2], strict=True))
 
     def expired_leases(self, now_ms: int | None = None, *, limit: int = 500) -> list[str]:
         """Batches whose lease has run out by ``now_ms`` (default: the server's clock), oldest first."""

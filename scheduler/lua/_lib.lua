@@ -60,3 +60,67 @@ end
 local function append_rows(bkey, rows)
   if rows ~= '' then redis.call('HSET', bkey, 'rows', (redis.call('HGET', bkey, 'rows') or '') .. rows) end
 end
+
+-- Priority lanes (claim.lua's header has the mechanism; scheduler/keys.py the keys). Every script that
+-- writes the due ZSET indexes the batch beside it with lane_add, and every one that takes a batch off
+-- the due ZSET drops it with lane_remove; an index entry the due ZSET no longer backs is stale and the
+-- claim drops it when it meets it, so a path that skips these helpers costs priority, never a batch.
+--
+-- The lane keys are the one exception to "keys only through KEYS": the claim only learns inside the
+-- script which campaigns are in a lane, so the per-campaign keys are named here, from the prefix of the
+-- due ZSET the caller passes ('{smsc}:<ns>:due' -> '{smsc}:<ns>:'). They carry the same hash tag, so
+-- they live in the caller's slot on Redis Cluster; Keys.lane* in scheduler/keys.py build the same names.
+local LANES = {urgent = true, normal = true, bulk = true}
+
+-- The namespace prefix of a due ZSET's name.
+local function ns_prefix(due_key)
+  if string.sub(due_key, -4) ~= ':due' then error('not a due ZSET: ' .. tostring(due_key)) end
+  return string.sub(due_key, 1, -4)
+end
+
+-- The campaign id of a batch ref 'cid:n'.
+local function ref_cid(ref)
+  return string.match(ref, '^(.*):[^:]*$') or ref
+end
+
+-- A campaign's lane: its HASH's `priority` (urgent | normal | bulk; anything else, or none, is normal).
+local function lane_of(prefix, cid)
+  local p = redis.call('HGET', prefix .. 'c:' .. cid, 'priority')
+  if p and LANES[p] then return p end
+  return 'normal'
+end
+
+-- A campaign that has a batch in its lane index due at due_ms joins its lane: it waits in the lane's
+-- wait ZSET until its earliest indexed due time (the earlier time wins), unless it is in the rotation.
+local function lane_join(prefix, lane, cid, due_ms)
+  if redis.call('ZSCORE', prefix .. 'lanes:' .. lane, cid) then return end
+  local wkey = prefix .. 'lanes:' .. lane .. ':wait'
+  local w = redis.call('ZSCORE', wkey, cid)
+  if not w or tonumber(w) > tonumber(due_ms) then redis.call('ZADD', wkey, due_ms, cid) end
+end
+
+-- Index a batch that is (again) in the due ZSET at due_ms; lane: its campaign's, or nil to look it up.
+local function lane_add(due_key, ref, due_ms, lane)
+  local prefix = ns_prefix(due_key)
+  local cid = ref_cid(ref)
+  lane = lane or lane_of(prefix, cid)
+  redis.call('ZADD', prefix .. 'lane:' .. lane .. ':' .. cid, due_ms, ref)
+  lane_join(prefix, lane, cid, due_ms)
+end
+
+-- Drop a batch that left the due ZSET from its lane index.
+local function lane_remove(due_key, ref, lane)
+  local prefix = ns_prefix(due_key)
+  local cid = ref_cid(ref)
+  redis.call('ZREM', prefix .. 'lane:' .. (lane or lane_of(prefix, cid)) .. ':' .. cid, ref)
+end
+
+-- A campaign whose lane index is empty leaves its lane (rotation and wait ZSETs).
+local function lane_leave_if_empty(due_key, cid, lane)
+  local prefix = ns_prefix(due_key)
+  lane = lane or lane_of(prefix, cid)
+  if redis.call('EXISTS', prefix .. 'lane:' .. lane .. ':' .. cid) == 0 then
+    redis.call('ZREM', prefix .. 'lanes:' .. lane, cid)
+    redis.call('ZREM', prefix .. 'lanes:' .. lane .. ':wait', cid)
+  end
+end

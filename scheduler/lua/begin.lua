@@ -5,6 +5,7 @@
 -- KEYS[4]  campaign HASH
 -- KEYS[5]  login HASH (account state: stopped, backoff_until, quiet_until; see scheduler.guards)
 -- KEYS[6]  campaign's parked SET
+-- (the campaign's lane index: named from KEYS[3], see lane_add in _lib.lua)
 -- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[2]  ref (cid:n)
 -- ARGV[3]  token of this execution
@@ -30,7 +31,7 @@ local ref, token = ARGV[2], ARGV[3]
 -- Off the leased and the due queue.
 local function off_queues()
   redis.call('ZREM', KEYS[2], ref)
-  redis.call('ZREM', KEYS[3], ref)
+  if redis.call('ZREM', KEYS[3], ref) == 1 then lane_remove(KEYS[3], ref) end
 end
 
 -- Back to the due-queue until until_ms, owned by no one: {'deferred', now, until_ms}.
@@ -38,6 +39,7 @@ local function defer(until_ms)
   redis.call('HSET', KEYS[1], 'owner', '')
   redis.call('ZREM', KEYS[2], ref)
   redis.call('ZADD', KEYS[3], until_ms, ref)
+  lane_add(KEYS[3], ref, until_ms)
   return {'deferred', now, int_s(until_ms)}
 end
 
@@ -53,7 +55,7 @@ end
 -- This execution owns the batch (one more execution without an outcome, until it records one).
 local function take(unrecorded)
   redis.call('HSET', KEYS[1], 'owner', token, 'state', 'queued', 'unrecorded', unrecorded + 1)
-  redis.call('ZREM', KEYS[3], ref)
+  if redis.call('ZREM', KEYS[3], ref) == 1 then lane_remove(KEYS[3], ref) end
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ref)
 end
 

@@ -36,7 +36,9 @@
 --          all at once or not at all — and only if what the intake wrote is all there: as many
 --          recipients in the seen SET and in the batches (their `n`) as it counted (a Redis restart during the
 --          intake can lose its last second of writes while the intake goes on). Returns 1 | 0 |
---          -1 (writes of the intake are missing: nothing was committed).
+--          -1 (writes of the intake are missing: nothing was committed). Beside the due ZSET every
+--          batch goes into its campaign's lane index, the lane its HASH's `priority` names (written
+--          at the claim from CampaignSpec.extra; see lane_add in _lib.lua and claim.lua).
 local op, token, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = clock_ms(ARGV[4])
 local now_s, until_s = int_s(now), int_s(now + lease)
@@ -124,16 +126,28 @@ if op == 'commit' then
   local fields = {}
   for i = 8, 7 + 2 * k do fields[#fields + 1] = ARGV[i] end
   local first = 8 + 2 * k
+  -- Every batch into the due ZSET and, beside it, into the campaign's lane index (see claim.lua).
+  local prefix = ns_prefix(KEYS[2])
+  local lane = lane_of(prefix, cid)
+  local lkey = prefix .. 'lane:' .. lane .. ':' .. cid
+  local earliest = nil
   local chunk = {}
   for i = first, #ARGV, 2 do
     chunk[#chunk + 1] = ARGV[i + 1]
     chunk[#chunk + 1] = ARGV[i]
+    local at = tonumber(ARGV[i + 1])
+    if not earliest or at < earliest then earliest = at end
     if #chunk >= 1000 then
       redis.call('ZADD', KEYS[2], unpack(chunk))
+      redis.call('ZADD', lkey, unpack(chunk))
       chunk = {}
     end
   end
-  if #chunk > 0 then redis.call('ZADD', KEYS[2], unpack(chunk)) end
+  if #chunk > 0 then
+    redis.call('ZADD', KEYS[2], unpack(chunk))
+    redis.call('ZADD', lkey, unpack(chunk))
+  end
+  if earliest then lane_join(prefix, lane, cid, earliest) end
   if #fields > 0 then redis.call('HSET', ckey, unpack(fields)) end
   redis.call('HSET', ckey, 'state', 'queued', 'queued_ms', now_s)
   redis.call('HDEL', ckey, 'owner', 'lease_until')

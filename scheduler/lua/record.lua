@@ -4,6 +4,7 @@
 -- KEYS[3]  due ZSET
 -- KEYS[4]  campaign HASH
 -- KEYS[5]  settle ZSET (the claim's index of batches to settle first)
+-- (the campaign's lane index: named from KEYS[3], see lane_add in _lib.lua)
 -- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[2]  ref
 -- ARGV[3]  token
@@ -66,6 +67,7 @@ else
   if ARGV[11] ~= '' and now + tonumber(ARGV[11]) > due then due = now + tonumber(ARGV[11]) end
   redis.call('HSET', KEYS[1], 'state', 'queued', 'phones', remaining, 'owner', '', 'due', int_s(due))
   redis.call('ZADD', KEYS[3], due, ref)
+  lane_add(KEYS[3], ref, due)
   if redis.call('HGET', KEYS[1], 'settle') == '1' then redis.call('ZADD', KEYS[5], due, ref) end
 end
 return {1, finish(KEYS[4], now_s) or ''}

@@ -3,6 +3,7 @@
 -- KEYS[1]  leased ZSET
 -- KEYS[2]  due ZSET
 -- KEYS[2+i] batch HASH of ARGV[3+i]
+-- (the campaigns' lane indexes: named from KEYS[2], see lane_add in _lib.lua)
 -- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[2]  settle_margin_ms: from now, when any request sent before the restart is surely over
 -- ARGV[3]  horizon_ms: batches due later than now + this cannot have been sent (their time had not come)
@@ -28,6 +29,7 @@ for i = 4, #ARGV do
         local at = after
         if due_score and tonumber(due_score) > at then at = tonumber(due_score) end
         redis.call('ZADD', KEYS[2], at, ref)
+        lane_add(KEYS[2], ref, at)
       end
       marked = marked + 1
     end

@@ -3,6 +3,7 @@
 -- KEYS[2]  campaign's parked SET
 -- KEYS[3]  due ZSET
 -- KEYS[3+i] batch HASH of ARGV[1+i]
+-- (the campaign's lane index: named from KEYS[3], see lane_add in _lib.lua)
 -- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[1+i] ref of a parked batch
 -- Returns {campaign state, batches moved}.
@@ -20,6 +21,7 @@ for i = 2, #ARGV do
     local due = tonumber(redis.call('HGET', bkey, 'due') or '0')
     redis.call('HSET', bkey, 'state', 'queued', 'owner', '')
     redis.call('ZADD', KEYS[3], math.max(due, now), ref)
+    lane_add(KEYS[3], ref, math.max(due, now))
     moved = moved + 1
   end
 end

@@ -2,6 +2,7 @@
 -- KEYS[1]  leased ZSET
 -- KEYS[2]  due ZSET
 -- KEYS[2+i] batch HASH of ARGV[1+i]
+-- (the campaigns' lane indexes: named from KEYS[2], see lane_add in _lib.lua)
 -- ARGV[1]  now_ms: '' = the server's clock (a value only for tests that step time)
 -- ARGV[1+i] ref of a batch whose lease may have run out (the caller's hint; checked here)
 -- Returns {batches put back in the due-queue, now_ms}.
@@ -19,6 +20,7 @@ for i = 2, #ARGV do
       local due = now
       if b[1] == 'sending' then due = math.max(due, tonumber(b[2] or '0')) end
       redis.call('ZADD', KEYS[2], due, ref)
+      lane_add(KEYS[2], ref, due)
       n = n + 1
     end
   end
