@@ -209,14 +209,16 @@ def check(v: CampaignView, *, now_ms: int, since_ms: int, thresholds: Thresholds
 def health(client: redis.Redis, keys: Keys, *, now_ms: int | None = None, stall_s: float = 600.0,
            due_age_s: float = 300.0, failure_rate: float = 0.2, min_attempts: int = 50,
            campaign_ids: Sequence[str] | None = None, scan: int = 1000, due_scan: int = 2000,
-           remember: bool = True) -> list[Finding]:
+           remember: bool = True, thresholds: Thresholds | None = None) -> list[Finding]:
     """The findings of the namespace's campaigns that are not final, most recent campaign first.
 
     ``campaign_ids``: only these (``status ID``: ``campaign_ids=[ID]``); else the ``scan`` most recent
     campaigns. ``due_scan``: due-now batches read (oldest first). ``remember``: keep the progress
     snapshot in Redis (a read-only caller passes False and only learns from what others wrote).
+    ``thresholds`` (e.g. :meth:`Thresholds.from_settings`) replaces the four limits given one by one.
     """
-    t = Thresholds(stall_s=stall_s, due_age_s=due_age_s, failure_rate=failure_rate, min_attempts=min_attempts)
+    t = thresholds or Thresholds(stall_s=stall_s, due_age_s=due_age_s, failure_rate=failure_rate,
+                                 min_attempts=min_attempts)
     snapshot = keys.prefix + "health"
     pipe = client.pipeline(transaction=False)
     pipe.time()
@@ -238,7 +240,7 @@ def health(client: redis.Redis, keys: Keys, *, now_ms: int | None = None, stall_
     fields = [{name: _s(v) for name, v in zip(_FIELDS, row, strict=True) if v is not None} for row in res[:len(cids)]]
     due, leased = res[len(cids)], res[len(cids) + 1]
     stored = res[len(cids) + 2] if cids else []
-    queues = _queues(due, leased, now_ms=now, due_age_ms=int(due_age_s * 1000))
+    queues = _queues(due, leased, now_ms=now, due_age_ms=int(t.due_age_s * 1000))
 
     seen: dict[str, tuple[int, int]] = {}
     for cid, raw in zip(cids, stored, strict=True):

@@ -28,7 +28,8 @@ def create(campaigns: Campaigns, cid: str, n: int, *, batch_size: int = 10, now_
 
 
 def send(ledger: Ledger, ref: str, *, now_ms: int, failed: int = 0, keep_lease: bool = False) -> None:
-    """One execution of a batch, as a worker's: claim, begin, record (``failed`` of its recipients fail)."""
+    """One execution of a batch, as a worker's: claim, begin, record (``failed`` of its recipients fail).
+    The claim serves campaigns in turn: a test sends before it creates the next campaign."""
     assert ledger.claim(window=10_000, claim_lease_ms=60_000, max_claim=1, now_ms=now_ms) == [ref]
     b = ledger.begin(ref, token="tok-" + ref, exec_lease_ms=60_000, account=ACCT, now_ms=now_ms)
     if keep_lease:
@@ -168,12 +169,12 @@ def test_the_metrics_show_the_same_findings_as_health_in_the_scrapes_three_round
 
     from worker.metrics import LedgerCollector, MetricsConfig
 
-    create(campaigns, "stuck", 10)  # queued long ago (T), due since: nobody takes it
     create(campaigns, "bad", 100, batch_size=50)
     send(ledger, "bad:0", now_ms=T, failed=30)
     send(ledger, "bad:1", now_ms=T, failed=0)  # 30 % failed, final (completed): no longer checked
     create(campaigns, "bad2", 100, batch_size=50)
     send(ledger, "bad2:0", now_ms=T, failed=20)  # 40 % of 50, still running
+    create(campaigns, "stuck", 10)  # queued long ago (T), due since: nobody takes it
     registry = CollectorRegistry()
     registry.register(LedgerCollector(redis_client, MetricsConfig(namespace=keys.namespace)))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
