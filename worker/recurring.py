@@ -343,6 +343,7 @@ def _enqueue(rt: Runtime, ref: Reference, cid: str, message: str | None, templat
     names = lists.columns(ref.target) if lists.exists(ref.target) else None
     if names is None:
         raise ValueError(f"no saved list {ref.target!r} (smsc-mailer audience list shows them)")
+    columns.pop("phone_column", None)  # a list's members carry their number as "phone"
     digest = ListDigest()
     if template is not None:
         rows: Iterator[Any] = (m.row(names) for m in lists.scan(ref.target, digest=digest))

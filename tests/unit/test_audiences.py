@@ -274,3 +274,17 @@ def test_cli_bad_input_is_one_line_and_exit_2(env: dict[str, str], args: tuple[s
 def test_cli_redis_unreachable_is_one_line_and_exit_1() -> None:
     err = cli({"REDIS_URL": "redis://127.0.0.1:1/0"}, "list", code=1).stderr.strip()
     assert err == "smsc-mailer: cannot reach Redis at redis://127.0.0.1:1/0 (set REDIS_URL)"
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import scheduler.audiences
+    import worker.cli_audience
+    import worker.recurring
+
+    assert sorted(scheduler.audiences.__all__) == sorted([
+        "CHUNK", "NAME_RE", "OLD_VERSION_TTL_MS", "AudienceError", "Audiences", "ListDigest", "Member", "check_name"])
+    assert worker.cli_audience.__all__ == ["audience"]
+    assert sorted(worker.recurring.__all__) == sorted([
+        "HEADER", "OPTIONS", "TASK", "Cadence", "Reference", "cadence_of", "recurring", "recurring_entry", "run"])
+    for module in (scheduler.audiences, worker.cli_audience, worker.recurring):
+        assert all(hasattr(module, name) for name in module.__all__)

@@ -188,3 +188,12 @@ def test_the_metrics_show_the_same_findings_as_health_in_the_scrapes_three_round
     assert samples[("smsc_scrape_redis_round_trips", ())] == 3
     assert sorted(kinds(health(redis_client, keys))) == [
         ("bad2", "due_overdue"), ("bad2", "failure_rate"), ("stuck", "due_overdue"), ("stuck", "stalled")]
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import scheduler.health
+
+    assert sorted(scheduler.health.__all__) == sorted([
+        "ACTIVE_STATES", "KINDS", "CampaignView", "Finding", "Progress", "Thresholds", "campaign_queues", "check",
+        "health"])
+    assert all(hasattr(scheduler.health, name) for name in scheduler.health.__all__)
