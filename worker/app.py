@@ -68,7 +68,7 @@ def _settings_or_exit() -> Settings:
 
 _s = _settings_or_exit()
 
-app = Celery("smsc_mailer", include=["worker.tasks"])
+app = Celery("smsc_mailer", include=["worker.tasks", "worker.recurring"])
 app.conf.update(
     broker_url=_s.broker_url,
     broker_connection_retry_on_startup=True,

@@ -27,6 +27,7 @@ import redis
 from scheduler import spreading
 from scheduler.campaigns import FINAL_STATES, CampaignError, Campaigns
 from scheduler.guards import Guards
+from scheduler.health import Thresholds, health
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
@@ -451,12 +452,16 @@ def status(campaign_id: str, as_json: bool) -> None:
     with _session() as (s, camp):
         st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
         st["delivery"] = delivery_status(store_for(s, camp), campaign_id, sent=st["sent"])
+        st["health"] = [f.as_dict() for f in health(camp.r, camp.keys, campaign_ids=[campaign_id],
+                                                    thresholds=Thresholds.from_settings(s))]
         st["delivery_state"] = campaign_state(st["state"], st["delivery"])
         if as_json:
             click.echo(json.dumps(st))
             return
         click.echo(_status_text(st, server_time_ms(camp.r), s.smsc_concurrency))
         click.echo("\n".join(status_lines(st["delivery"])))
+        for finding in st["health"]:
+            click.echo(f"  health: {finding['kind']} — {finding['detail']}")
 
 
 def _status_text(st: dict[str, Any], now_ms: int, configured_cap: int) -> str:
@@ -677,10 +682,12 @@ def serve(host: str, port: int) -> None:
 
 def _register() -> None:
     """The command groups that live in modules of their own."""
+    from worker.cli_audience import audience
     from worker.cli_retry import retry
     from worker.cli_stoplist import stoplist
     from worker.http.serve import api_token
 
+    cli.add_command(audience)
     cli.add_command(stoplist)
     cli.add_command(retry)
     cli.add_command(api_token)

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     # separated (`smsc-mailer api-token` mints one); the largest upload accepted, in bytes.
     smsc_api_tokens: SecretStr | None = None
     smsc_api_max_upload: int = Field(default=64 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
+    # Health findings (status, /metrics): a campaign stalled this long with batches due or in hand, batches due
+    # and not taken this long, a failure rate above this once this many recipients have an outcome.
+    smsc_health_stall_s: float = Field(default=600.0, gt=0, le=7 * 86_400)
+    smsc_health_due_age_s: float = Field(default=300.0, gt=0, le=7 * 86_400)
+    smsc_health_failure_rate: float = Field(default=0.2, gt=0, le=1)
+    smsc_health_min_attempts: int = Field(default=50, ge=1, le=10_000_000)
     # More accounts than the one above (SMSC_ACCOUNTS): a JSON object, or the path of a file holding it.
     smsc_accounts: SecretStr | None = None
     _extra_accounts: dict[str, AccountConfig] = PrivateAttr(default_factory=dict)
