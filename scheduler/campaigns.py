@@ -148,6 +148,7 @@ class Campaigns:
             "account": account,
             "sender": f.get("sender") or None,
             "created_ms": int(f.get("created_ms", 0) or 0),
+            "queued_ms": int(f.get("queued_ms", 0) or 0) or None,
             "started_ms": int(f.get("started_ms", 0) or 0) or None,
             "finished_ms": int(f.get("finished_ms", 0) or 0) or None,
             "reason": f.get("pause_reason") or None,

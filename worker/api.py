@@ -355,17 +355,21 @@ def _balance_check(p: _Prepared,
                    on_warning: Callable[[str], None] | None) -> Callable[[str, IntakeCounts], None] | None:
     """Before the commit: the campaign's estimate — the provider's quote of its first requests,
     extrapolated — against the account's balance (balance.php); a campaign the balance cannot pay is
-    refused unless ``allow_partial``. Without credentials in the settings there is nobody to ask (the
+    refused unless ``allow_partial``. Urgent campaigns and those of fewer than ``SMSC_BALANCE_CHECK_MIN``
+    recipients are not checked (two requests of the login would delay them more than they are worth).
+    Without credentials in the settings there is nobody to ask (the
     workers will say so); a provider that cannot answer now is a warning, not a refusal: the sending
     pauses the campaign at the provider's "insufficient funds" anyway."""
-    if p.options.allow_partial:
-        return None
+    if p.options.allow_partial or p.options.priority == "urgent":
+        return None  # an urgent code leaves at once: a quote and balance.php before it would delay it
     try:
         p.settings.require_credentials()
     except ConfigError:
         return None
 
     def check(cid: str, counts: IntakeCounts) -> None:
+        if counts.total < p.settings.smsc_balance_check_min:
+            return  # a handful of messages: not worth two requests of the login before they leave
         from worker.costs import CostError, affordable  # the provider client, only for a campaign being committed
         from worker.runtime import Runtime
 

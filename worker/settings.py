@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     # separated (`smsc-mailer api-token` mints one); the largest upload accepted, in bytes.
     smsc_api_tokens: SecretStr | None = None
     smsc_api_max_upload: int = Field(default=64 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024 * 1024)
+    # The balance check before a campaign is committed runs for campaigns of at least this many recipients.
+    smsc_balance_check_min: int = Field(default=100, ge=0, le=10_000_000)
     # Health findings (status, /metrics): a campaign stalled this long with batches due or in hand, batches due
     # and not taken this long, a failure rate above this once this many recipients have an outcome.
     smsc_health_stall_s: float = Field(default=600.0, gt=0, le=7 * 86_400)

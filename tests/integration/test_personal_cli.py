@@ -128,18 +128,22 @@ def test_translit_changes_what_the_quote_and_the_dry_run_count(sim_env: Any, tmp
 
 def test_a_campaign_the_balance_cannot_pay_is_refused_unless_allow_partial(
         sim_env: Any, redis_client: Any, tmp_path: Path) -> None:
-    env, sim = sim_env(extra_args=["--balance", "10"])
+    env, sim = sim_env(extra_args=["--balance", "100"])
     phones = tmp_path / "p.txt"
-    phones.write_text("".join(f"+7915{i:07d}\n" for i in range(20)))  # 20 SMS at 1.50: 30.00
+    phones.write_text("".join(f"+7915{i:07d}\n" for i in range(200)))  # 200 SMS at 1.50: 300.00
     proc = cli(env, "enqueue", "--phones-file", str(phones), "--message", "hello", check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()[-1]
-    assert "balance 10" in line and "30" in line and "--allow-partial" in line and "Traceback" not in proc.stderr
+    assert "balance 100" in line and "300" in line and "--allow-partial" in line and "Traceback" not in proc.stderr
     assert _nothing_queued(redis_client)
     receipt = last_json(cli(env, "enqueue", "--phones-file", str(phones), "--message", "hello", "--allow-partial",
                             "--json"))
-    assert receipt["total"] == 20
+    assert receipt["total"] == 200
     assert sim.summary()["messages"] == 0
+    # an urgent code is never held up by the check (nor a campaign below SMSC_BALANCE_CHECK_MIN)
+    urgent = last_json(cli(env, "enqueue", "--phones-file", str(phones), "--message", "code", "--priority", "urgent",
+                           "--json"))
+    assert urgent["total"] == 200
 
 
 def test_a_stop_listed_number_is_suppressed_at_intake_in_any_spelling(sim_env: Any, tmp_path: Path) -> None:
