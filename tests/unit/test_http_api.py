@@ -17,6 +17,7 @@ import logging
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -522,3 +523,23 @@ def test_serve_refuses_a_malformed_token_entry_or_a_taken_port_in_one_line(tmp_p
         taken.listen(1)
         busy = serve({"SMSC_API_TOKENS": FULL_ENTRY}, "--port", str(taken.getsockname()[1]))
     assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_the_dashboards_campaign_page_shows_its_account_priority_and_health_findings(
+        redis_server: Any, redis_client: redis.Redis) -> None:
+    from worker.api import CampaignOptions, enqueue_campaign
+    from worker.http.auth import COOKIE_NAME
+    from worker.http.dashboard import CSRF_COOKIE
+
+    s = settings_for(redis_server, smsc_health_due_age_s=0.05)
+    enqueue_campaign(["+79001119001", "+79001119002"], "hi", campaign_id="dash1", settings=s,
+                     options=CampaignOptions(priority="urgent", allow_partial=True))
+    time.sleep(0.2)  # no worker runs here: its batch stays due longer than the 0.05 s limit
+    with TestClient(create_app(s)) as c:
+        c.cookies.set(COOKIE_NAME, READ)
+        c.cookies.set(CSRF_COOKIE, "a-session-nonce")  # what the login page sets beside the token
+        page = c.get("/ui/c/dash1")
+    assert page.status_code == 200
+    assert "Account default, priority urgent" in page.text
+    assert 'data-health="due_overdue"' in page.text
+    assert READ not in page.text  # the token never in a page

@@ -62,6 +62,7 @@ from scheduler import spreading
 from scheduler.campaigns import FINAL_STATES, CampaignError, Campaigns
 from scheduler.enqueue import new_campaign_id
 from scheduler.guards import Guards
+from scheduler.health import Thresholds, health
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import CAMPAIGN_ID_RE, Keys, batch_ref
 from scheduler.keys import text as _s
@@ -309,7 +310,7 @@ async def logout(request: Request) -> Response:
 
 # -- the campaign list -------------------------------------------------------------------------------
 _LIST_FIELDS = ("state", "total", "sent", "failed", "cancelled", "account", "created_ms", "pause_reason",
-                "personal", "sender", "sms", "sms_estimate", "parts", "retry_of")
+                "personal", "sender", "sms", "sms_estimate", "parts", "retry_of", "account_name", "priority")
 
 
 def _int(v: object) -> int:
@@ -336,7 +337,9 @@ def _list_page(r: redis.Redis, keys: Keys, page: int) -> dict[str, Any]:
         state = _s(f["state"] or b"")
         rows.append({"id": cid, "state": state, "total": total, "sent": sent, "failed": failed,
                      "cancelled": cancelled, "pending": total - sent - failed - cancelled,
-                     "done": sent + failed + cancelled, "account": _s(f["account"] or b""),
+                     "done": sent + failed + cancelled,
+                     "account": _s(f["account_name"] or b"") or "default",
+                     "priority": _s(f["priority"] or b"") or "normal",
                      "created_ms": _int(f["created_ms"]), "reason": _s(f["pause_reason"] or b""),
                      "personal": _s(f["personal"] or b"") == "1", "retry_of": _s(f["retry_of"] or b""),
                      "final": state in FINAL_STATES})
@@ -420,7 +423,9 @@ def _live(request: Request, s: Settings, cid: str) -> dict[str, Any]:
     st["delivery_state"] = campaign_state(st["state"], delivery)
     done = st["sent"] + st["failed"] + st["cancelled"]
     final = st["state"] in FINAL_STATES and st["pending"] == 0
-    return {"c": st, "delivery": delivery, "done": done, "now_ms": now,
+    findings = [f.as_dict() for f in health(camp.r, camp.keys, campaign_ids=[cid], now_ms=now,
+                                            thresholds=Thresholds.from_settings(s))]
+    return {"c": st, "delivery": delivery, "done": done, "now_ms": now, "health": findings,
             "final": final and delivery.get("state") in ("delivered_final", ""),
             "batches": _batches(camp.r, camp.keys, cid, st["batches"], now),
             "guards": _guards(camp.r, camp.keys, st, s.smsc_concurrency, now),
