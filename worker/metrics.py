@@ -74,7 +74,7 @@ ACCOUNT_STATES = ("ok", "cooldown", "stopped")
 _DELIVERY_CODES = (1, 2, *range(8, 36))
 _CAMPAIGN_FIELDS = ("total", "sent", "failed", "cancelled", "quarantined", "invalid", "duplicates", "sms",
                     "cost_milli", "batches", "created_ms", "started_ms", "finished_ms", "account", "queued_ms",
-                    "progress_ms",
+                    "progress_ms", "account_name", "priority",
                     # counters the ledger does not keep yet (docs/metrics.md: "needs ledger support");
                     # an absent field exports no sample rather than a false zero
                     "settled_sent", "settled_failed", "unknown_outcomes")
@@ -116,7 +116,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("smsc_campaigns_scanned", "state", "The most recent campaigns looked at this scrape, by state"),
     _g("smsc_campaigns_unexported_active", "", "Non-final campaigns among those scanned left out by the cap"),
     # one campaign
-    _g("smsc_campaign_info", "campaign login", "1 per exported campaign; its login (account) as a label"),
+    _g("smsc_campaign_info", "campaign login account priority",
+       "1 per exported campaign; its login, account name (SMSC_ACCOUNTS) and priority lane as labels"),
     _g("smsc_campaign_state", "campaign state", "1 for the campaign's state, 0 for the others"),
     _g("smsc_campaign_enqueued_recipients", "campaign", "Recipients queued at the commit (status: total)"),
     _c("smsc_campaign_recipients", "campaign state",
@@ -494,7 +495,8 @@ class LedgerCollector(Collector):
 
         total, sent, failed, cancelled = n("total"), n("sent"), n("failed"), n("cancelled")
         state = sc.states.get(cid, "")
-        add("smsc_campaign_info", (cid, f.get("account", "")), 1)
+        add("smsc_campaign_info", (cid, f.get("account", ""), f.get("account_name", "") or "default",
+                                   f.get("priority", "") or "normal"), 1)
         for s in CAMPAIGN_STATES:
             add("smsc_campaign_state", (cid, s), float(s == state))
         add("smsc_campaign_enqueued_recipients", (cid,), total)

@@ -151,7 +151,7 @@ def test_after_an_enqueue_the_scrape_shows_the_receipt_all_pending_and_due(
     assert value(samples, "smsc_campaign_rejected_lines", campaign=cid, reason="invalid") == receipt.invalid == 1
     assert value(samples, "smsc_campaign_rejected_lines", campaign=cid, reason="duplicate") == receipt.duplicates
     assert value(samples, "smsc_campaign_state", campaign=cid, state="queued") == 1
-    assert value(samples, "smsc_campaign_info", campaign=cid, login=LOGIN) == 1
+    assert value(samples, "smsc_campaign_info", campaign=cid, login=LOGIN, account="default", priority="normal") == 1
     # its three batches are due now, waiting for a worker
     assert value(samples, "smsc_due_batches") == value(samples, "smsc_due_now_batches") == 3
     assert value(samples, "smsc_campaign_due_batches", campaign=cid) == 3
