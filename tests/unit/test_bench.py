@@ -5,6 +5,7 @@ much a target was missed.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.intake import iter_phones_file, iter_recipients
 from scheduler.keys import Keys
 from worker.api import CampaignOptions, enqueue_table
+from worker.dev.bench.lanes import UrgentStream
 from worker.dev.bench.personal import TEMPLATE, list_bodies, write_personal_csv
 from worker.dev.bench.report import evaluate
 from worker.dev.demo import write_phones
@@ -152,3 +154,57 @@ def test_the_personal_rows_show_the_constant_beside_the_text_and_the_ratio_to_th
     slow = {r["key"]: r for r in evaluate(_personal(per=400.0, ratio=0.6))}
     assert slow["personal_vs_bare"]["missed_by"] == "33% short"
     assert slow["personal_redis_bytes"]["met"] is False  # 263 B a recipient beyond its text: not "small"
+
+
+def test_the_urgent_codes_are_one_recipient_urgent_campaigns_timed_from_their_commit(
+        redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    stream = UrgentStream(Settings(redis_url=redis_server.url, smsc_namespace="lu"), count=3, every_s=0.0,
+                          settle_s=0.0)
+    stream.run(threading.Event())
+    assert len({phone for phone, _, _ in stream.enqueued}) == 3  # each its own number: no guard holds one back
+    keys = Keys("lu")
+    for _, cid, queued_ms in stream.enqueued:
+        fields = redis_client.hgetall(keys.campaign(cid))
+        assert (fields[b"priority"], fields[b"total"]) == (b"urgent", b"1")
+        assert int(fields[b"queued_ms"]) == queued_ms > 0
+    # the simulator's record: the first two accepted 300 and 1,500 ms after their commits, the third never
+    foreign = [{"phone": stream.enqueued[0][0], "ts_ms": stream.enqueued[0][2] + 300},
+               {"phone": stream.enqueued[1][0], "ts_ms": stream.enqueued[1][2] + 1_500},
+               {"phone": "79990000000", "ts_ms": 1}]  # someone else's message
+    figures = stream.figures(foreign)
+    assert (figures["enqueued"], figures["accepted"]) == (3, 2)
+    assert (figures["latency_p50_s"], figures["latency_p99_s"]) == (0.3, 1.5)
+
+
+def test_a_stopped_stream_enqueues_nothing_more() -> None:
+    done = threading.Event()
+    done.set()  # the bulk campaign already ended: no code would be "under load"
+    stream = UrgentStream(Settings(redis_url="redis://127.0.0.1:1/0", smsc_namespace="lu"), count=5, every_s=1.0,
+                          settle_s=0.0)
+    stream.run(done)
+    assert stream.enqueued == []
+
+
+def _lanes(*, p99: float = 0.6, accepted: int = 100, ratio: float = 0.95, gap: float = 0.02,
+           finish_share: float = 0.03) -> dict[str, object]:
+    return {"lanes": {
+        "batch_size": 100, "ratio": ratio, "solo": {"msgs_per_s": 5_800},
+        "bulk": {"total": 1_000_000, "sim_duplicates": 0, "breaches": 0},
+        "urgent": {"asked": 100, "accepted": accepted, "every_s": 1.0, "latency_p50_s": 0.4, "latency_p99_s": p99},
+        "fair": {"each": 200_000, "max_progress_gap": gap, "finish_gap_s": 0.6, "span_s": 20.0,
+                 "finish_gap_share": finish_share}}}
+
+
+def test_the_lanes_rows_hold_urgent_p99_to_a_second_bulk_to_nine_tenths_and_the_pair_to_ten_percent() -> None:
+    rows = {r["key"]: r for r in evaluate(_lanes())}
+    assert rows["lanes_urgent_p99"]["met"] is True and rows["lanes_urgent_p99"]["target"] == "≤ 1.00 s"
+    assert rows["lanes_bulk_ratio"]["met"] is True and rows["lanes_bulk_ratio"]["target"] == "≥ 0.90"
+    assert rows["lanes_fair_progress"]["shown"] == "2.0%" and rows["lanes_fair_progress"]["met"] is True
+    assert rows["lanes_fair_finish"]["shown"] == "0.60 s of 20.0 s (3.0%)"
+    bad = {r["key"]: r for r in evaluate(_lanes(p99=1.3, ratio=0.8, gap=0.15, finish_share=0.12))}
+    assert bad["lanes_urgent_p99"]["missed_by"] == "30% over" and "urgent" in bad["lanes_urgent_p99"]["why"]
+    assert bad["lanes_bulk_ratio"]["missed_by"] == "11% short"
+    assert bad["lanes_fair_progress"]["met"] is False and bad["lanes_fair_finish"]["met"] is False
+    # a code that never reached the provider is a miss, however fast the others were
+    lost = {r["key"]: r for r in evaluate(_lanes(accepted=97))}["lanes_urgent_p99"]
+    assert lost["met"] is False and lost["missed_by"] == "3 of 100 not sent under load"

@@ -19,7 +19,7 @@ import click
 __all__ = ["cli", "main"]
 
 PROG = "smsc-mailer-dev"
-WORKLOADS = ("intake", "personal", "cold", "send", "late", "baselines", "delivery")
+WORKLOADS = ("intake", "personal", "cold", "send", "lanes", "late", "baselines", "delivery")
 # A send request holds at most this many recipients here (the operator's --batch-size has the same range).
 MAX_BATCH_SIZE = 5000
 

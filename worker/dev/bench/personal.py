@@ -6,9 +6,9 @@ the running workers, against the bare load generator sending the same requests.
   ``duplicate_every``-th an earlier number spelled another way (1 %, the first row wins). With
   :data:`TEMPLATE` (one placeholder per column, 77 characters) each text is 72-90 characters of
   Cyrillic: UCS-2, 2 parts. Returns the counts and the mean UTF-8 bytes of the texts queued.
-- :func:`send_personal` — the campaign enqueued (``smsc-mailer enqueue --csv``, a child) while beat is
-  stopped, then sent by the stack's workers, measured as :func:`worker.dev.bench.send.send_campaign`
-  measures a campaign of one text (first to last message the simulator recorded, slot use, CPU, lag).
+- :func:`send_personal` — the campaign enqueued (``smsc-mailer enqueue --csv``, a child) while no clock
+  runs, then sent by the stack's workers once the clock starts: :func:`worker.dev.bench.send.send_campaign`
+  with that enqueue (first to last message the simulator recorded, slot use, CPU, lag).
 - :func:`list_bodies` — that campaign's requests as the workers made them: each batch's ``texts`` (JSON
   ``{phone: text}`` in batch order), one ``list`` line per text; :func:`bare_personal` has the bare load
   generator send exactly those, 14 in flight.
@@ -26,12 +26,11 @@ import redis
 
 from scheduler.keys import Keys, batch_ref
 from worker.dev.bench import load
-from worker.dev.bench.profile import Profiler, py_spy
+from worker.dev.bench.profile import py_spy
 from worker.dev.bench.profile import summary as profile_summary
-from worker.dev.bench.send import SLOTS, batch_times, cli, log, redis_cpu, round_or_none
+from worker.dev.bench.send import SLOTS, cli, log, round_or_none, send_campaign
 from worker.dev.phones import INVALID, number, spell
-from worker.dev.stack import CeleryBeat, SimulatorProcess, Stack, child_env
-from worker.sending import request_id
+from worker.dev.stack import SimulatorProcess, Stack
 
 __all__ = ["FIRST_NUMBER", "TEMPLATE", "bare_personal", "bodies_for", "enqueue_argv", "list_bodies",
            "profiled_intake", "render",
@@ -141,69 +140,10 @@ def list_bodies(r: redis.Redis, keys: Keys, cid: str, batches: int, *,
 
 def send_personal(stack: Stack, r: redis.Redis, sim: SimulatorProcess, table: Path,
                   timeout_s: float, profile: Path | None = None) -> dict[str, Any]:
-    """Enqueue ``table`` with :data:`TEMPLATE` while beat is stopped, start beat, wait for the end; the
-    figures (those of :func:`~worker.dev.bench.send.send_campaign`). The simulator forgets its record first.
-    ``profile``: py-spy the workers meanwhile (:class:`~worker.dev.bench.profile.Profiler`), files there."""
-    sim.reset()
-    ns = stack.namespace
-    m = load.run_measured(enqueue_argv(table), env=child_env(stack.env), workdir=stack.workdir, timeout_s=600)
-    if m.returncode != 0:
-        raise RuntimeError(f"enqueue --csv failed ({m.returncode}): {m.stderr_tail}")
-    receipt = json.loads(m.stdout.strip().splitlines()[-1])
-    cid = receipt["campaign_id"]
-    ckey = Keys(ns).campaign(cid)
-    workers = load.process_tree(w.pid for w in stack.workers)
-    sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), Keys(ns).leased).start()
-    cpu0, rcpu0 = load.cpu_seconds(workers), redis_cpu(r)
-    beat = CeleryBeat(env=stack.env, name="beat-personal", workdir=stack.workdir)
-    profiler = None
-    if profile is not None:
-        profiler = Profiler(profile, {w.name: w.pid for w in stack.workers if w.pid}, "personal")
-    t0 = time.time()
-    beat.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            state, sent, failed = r.hmget(ckey, "state", "sent", "failed")
-            if state in (b"completed", b"failed", b"cancelled", b"paused") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        t1 = time.time()
-        cpu1, rcpu1 = load.cpu_seconds(workers), redis_cpu(r)
-    finally:
-        sampler.stop()
-        beat.stop()
-        if profiler is not None:
-            profiler.stop()
-    sent_n = int(sent or 0)
-    summary = sim.summary()
-    times = batch_times(sim)
-    first = min(ts for ts, _ in times.values()) / 1000 if times else t0
-    last = max(ts for ts, _ in times.values()) / 1000 if times else t1
-    tag = request_id("x:0", namespace=ns)[:-len("x-0")]
-    lags = sorted((ts - claimed) / 1000 for rid, (ts, _) in times.items()
-                  if (claimed := sampler.first_leased_ms.get(":".join(rid.removeprefix(tag).rsplit("-", 1))))
-                  is not None)
-    per_m = 1_000_000 / max(sent_n, 1)
-    res = {
-        "campaign": cid, "total": receipt["total"], "batches": receipt["batches"],
-        "state": state.decode() if isinstance(state, bytes) else str(state),
-        "sent": sent_n, "failed": int(failed or 0), "requests": len(times),
-        "enqueue_wall_s": round(m.wall_s, 2),
-        "msgs_per_s": round(sent_n / max(last - first, 1e-3)), "send_s": round(last - first, 2),
-        "beat_start_to_done_s": round(t1 - t0, 2),
-        "slot_use": round_or_none(sampler.slot_use(first + 0.5, last - 0.5, SLOTS), 3),
-        "worker_cpu_s_per_1m": round((cpu1 - cpu0) * per_m, 1), "redis_cpu_s_per_1m": round((rcpu1 - rcpu0) * per_m, 1),
-        "lag_p50_s": round_or_none(lags[len(lags) // 2] if lags else None, 3),
-        "lag_p99_s": round_or_none(lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None, 3),
-        "sim_messages": summary["messages"], "sim_duplicates": summary["duplicates"],
-        "breaches": sum(summary["breaches"].values()), "peak_inflight": summary["peak_inflight"],
-        "errors_answered": summary["errors_answered"],
-    }
-    if profiler is not None:
-        res["profile"] = {"files": [str(f) for f in profiler.files], "top": profile_summary(profiler.files)}
-    log(f"send personal texts: {res}")
-    return res
+    """Enqueue ``table`` with :data:`TEMPLATE` while no clock runs, start the clock, wait for the end: the
+    figures of :func:`~worker.dev.bench.send.send_campaign` (its ``enqueue_argv``), ``profile`` included."""
+    return send_campaign(stack, r, sim, None, None, timeout_s, profile, enqueue_argv=enqueue_argv(table),
+                         label="personal")
 
 
 def bare_personal(sim: SimulatorProcess, bodies: Sequence[tuple[str, int]], seconds: float) -> dict[str, Any]:

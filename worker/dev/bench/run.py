@@ -2,8 +2,9 @@
 
 Everything runs here, on 127.0.0.1: a private redis-server (AOF ``everysec``, as in production), the
 provider simulator (200 ms per request, fewer than 15 requests in flight per login), two Celery
-workers, beat, and the baselines. Guards and ledger stay on in every smsc-mailer figure. The result is
-one table (printed) and one JSON file with every figure (``bench/results.json``).
+workers (``--without-clock``) and, for each measured campaign, a worker that runs only the clock, and the
+baselines. Guards and ledger stay on in every smsc-mailer figure. The result is one table (printed) and
+one JSON file with every figure (``bench/results.json``).
 
 Workloads:
 
@@ -17,18 +18,27 @@ Workloads:
    every text its own, 72-90 characters of Cyrillic (UCS-2, 2 parts). Intake (``smsc-mailer enqueue
    --csv FILE --template ...``, a child) of N/10 and N rows, measured as above, with the mean UTF-8 bytes
    of the texts queued beside Redis' bytes per recipient; the small file again with ``--allow-partial``
-   tells the balance check's time. Then the N rows as a campaign sent by the running workers (beat
-   stopped while enqueuing, as below), and the bare load generator sending that campaign's own
-   requests (each batch's texts as ``list`` lines, 14 in flight): the ratio of the two rates.
+   tells the balance check's time. Then the N rows as a campaign sent by the running workers (no clock
+   running while enqueuing, as below: :func:`~worker.dev.bench.send.send_campaign` with that enqueue), and
+   the bare load generator sending that campaign's own requests (each batch's texts as ``list`` lines, 14
+   in flight): the ratio of the two rates.
 3. **Send at the limit** — the phones file of 1. as a campaign, sent by 2 workers (``--pool``/``--concurrency``,
    default prefork × 10: 20 processes for 14 slots, so that a slot that comes free finds a batch
    that has passed ``begin`` waiting for it; with × 8 slot use measured ~3 % lower) for each batch
-   size, after a small warm-up campaign (:func:`warm_up`). The campaign is enqueued while beat is
-   stopped, the CPU counters are read, and beat is started: its first tick starts the campaign.
-   Figures: messages/s between the first and the last message the simulator recorded; slot use =
-   average requests in flight (the simulator's ``inflight``, sampled every 50 ms) ÷ 14 over that span
-   less its first and last 0.5 s; CPU of the workers (pool children included) and of Redis
-   (``INFO cpu``, the broker's work included) per 1,000,000 recipients sent; and the lag.
+   size, after a small warm-up campaign (:func:`warm_up`). The dispatcher's clock runs inside the
+   workers (a bootstep); the measured ones run ``--without-clock``, so the campaign is enqueued with no
+   clock running, the CPU counters are read, and a worker that runs only the clock is started: once it is
+   ready its first dispatch starts the campaign (its CPU from then on counts in the workers', also
+   reported apart as ``clock_cpu_s``; its start-up does not). Figures: messages/s between the first and
+   the last message of the campaign the simulator recorded; slot use = average requests in flight (the
+   simulator's ``inflight``, sampled every 50 ms) ÷ 14 over that span less its first and last 0.5 s; CPU
+   of the workers (pool children included) and of Redis (``INFO cpu``, the broker's work included) per
+   1,000,000 recipients sent; and the lag.
+   **Lanes** (:mod:`worker.dev.bench.lanes`, issue 13): 100 urgent one-recipient campaigns, one a second,
+   beside a bulk campaign of 1,000,000 recipients (batches of 100) that keeps every slot busy: p50/p99 of
+   commit → accepted by the simulator, and the bulk rate over the same campaign sent alone; and two normal
+   campaigns of 200,000 due in the same second: their largest progress gap and their finish-time gap
+   (``--quick``: 10 urgent beside 100,000, two of 50,000).
 4. **Cold start** (:func:`~worker.dev.bench.send.cold_start`) — the first campaign of fresh workers
    (2 x 8) on an account nobody proved yet, 100,000 recipients, as a ratio to the bare load generator.
 5. **One late answer in five** (:func:`~worker.dev.bench.send.late_answers`) — a clean campaign and one
@@ -64,7 +74,7 @@ from typing import Any
 import redis
 
 from scheduler.keys import Keys
-from worker.dev.bench import load, personal
+from worker.dev.bench import lanes, load, personal
 from worker.dev.bench.delivery import delivery
 from worker.dev.bench.profile import py_spy
 from worker.dev.bench.report import evaluate, render_table
@@ -77,6 +87,7 @@ from worker.dev.bench.send import (
     cold_start,
     late_answers,
     log,
+    measured_workers,
     round_or_none,
     send_campaign,
     warm_up,
@@ -104,6 +115,10 @@ class Sizes:
         self.poll_recipients = 50_000 if quick else 100_000
         self.personal_rows = recipients or (100_000 if quick else 1_000_000)
         self.personal_small_rows = max(self.personal_rows // 10, 1_000)
+        # lanes: the bulk campaign must outlast the urgent ones (batches of 100: ~5,800/s here)
+        self.lanes_bulk = 100_000 if quick else 1_000_000
+        self.lanes_urgent = 10 if quick else 100
+        self.lanes_fair_each = 50_000 if quick else 200_000
 
 
 def machine() -> dict[str, Any]:
@@ -276,7 +291,7 @@ def baselines(stack: Stack, sim: SimulatorProcess, sizes: Sizes, pool: str, conc
 # ---------------------------------------------------------------------------------------------- run
 def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path = Path("bench/results.json"),
               pool: str = "prefork", concurrency: int = 10,
-              workloads: str = "intake,personal,cold,send,late,baselines,delivery",
+              workloads: str = "intake,personal,cold,send,lanes,late,baselines,delivery",
               batch_sizes: tuple[int, ...] = (500, 100), profile: Path | None = None,
               echo: Callable[[str], None] = print) -> int:
     if profile is not None and py_spy() is None:
@@ -316,11 +331,13 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
                 results["personal"] = {"files": tables, "intake": done}
             if "cold" in chosen:  # before any other worker proved the credentials
                 results["cold_start"] = cold_start(server, sim, work, pool=pool)
-            stack = Stack(redis=server, simulator=sim, workers=2, concurrency=concurrency, pool=pool, beats=0,
+            stack = Stack(redis=server, simulator=sim, workers=0, concurrency=concurrency, pool=pool, beats=0,
                           namespace="bench", timeout_s=30.0, workdir=work / "stack", keep=True)
             with stack:  # started even without "send": the baselines run in its environment
-                if "send" in chosen:
+                measured_workers(stack, 2)
+                if chosen & {"send", "personal", "lanes"}:
                     results["warm_up"] = warm_up(stack, r, sim, work, concurrency)
+                if "send" in chosen:
                     results["send"] = {str(bs): send_campaign(stack, r, sim, files[sizes.lines], bs,
                                                               timeout_s=900 if not quick else 300,
                                                               profile=profile)
@@ -328,11 +345,14 @@ def run_bench(*, quick: bool = False, recipients: int | None = None, out: Path =
                     results["worker_rss_mb"] = round(sum(p.memory_info().rss for p in load.process_tree(
                         w.pid for w in stack.workers)) / 2**20, 1)
                 if "personal" in chosen:
-                    if "send" not in chosen:
-                        results["warm_up"] = warm_up(stack, r, sim, work, concurrency)
                     results["personal"]["send"] = personal.send_personal(
                         stack, r, sim, ptables[sizes.personal_rows], timeout_s=900 if not quick else 300,
                         profile=profile)
+                if "lanes" in chosen:
+                    results["lanes"] = lanes.lanes(stack, r, sim, work, bulk=sizes.lanes_bulk,
+                                                   urgent=sizes.lanes_urgent, urgent_every_s=1.0,
+                                                   fair_each=sizes.lanes_fair_each,
+                                                   timeout_s=900 if not quick else 300)
             if "personal" in chosen:  # the workers are stopped: their status polls would share the login's slots
                 sent = results["personal"]["send"]
                 bodies = personal.list_bodies(r, Keys(stack.namespace), sent["campaign"], sent["batches"],

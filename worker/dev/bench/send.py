@@ -2,10 +2,14 @@
 the warm-up, the cold start of fresh workers (:func:`cold_start`) and one late answer in five
 (:func:`late_answers`).
 
-A campaign is enqueued (``smsc-mailer enqueue`` as a child process) while beat is stopped, the CPU
-counters are read, and beat is started: its first tick starts the campaign. Figures: messages/s between
-the first and the last message the simulator recorded, and from beat's start to the campaign's end; slot
-use (the simulator's requests in flight sampled every 50 ms, ÷ 14); the workers' and Redis' CPU per
+The dispatcher's clock runs inside the workers (a bootstep, :mod:`worker.tasks`). The measured workers run
+``--without-clock`` (:func:`measured_workers`), so a campaign enqueued (``smsc-mailer enqueue`` as a child
+process) waits; the CPU counters are read, and a worker that runs only the clock (:func:`clock_worker`: one
+solo process consuming a queue nothing is sent to) is started: once it is ready, its first dispatch
+starts the campaign. Figures: messages/s between the first and the last message of the campaign's own
+requests the simulator recorded, and from the clock's readiness to the campaign's end; slot use (the
+simulator's requests in flight sampled every 50 ms, ÷ 14); the workers' CPU (the clock's included, from
+its readiness: in production the clock runs in a worker; ``clock_cpu_s`` apart) and Redis' per
 1,000,000 recipients; the lag from claimable to sent (see :mod:`worker.dev.bench.run`).
 """
 
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -24,20 +30,24 @@ from worker.dev.bench import load
 from worker.dev.bench.profile import Profiler
 from worker.dev.bench.profile import summary as profile_summary
 from worker.dev.phones import write_phones_file
-from worker.dev.stack import CeleryBeat, RedisServer, SimulatorProcess, Stack, child_env
+from worker.dev.stack import CeleryWorker, RedisServer, SimulatorProcess, Stack, child_env
 from worker.sending import request_id
 
 __all__ = [
+    "CLOCK_QUEUE",
     "COLD_RECIPIENTS",
     "LATENCY_MS",
     "LATE_SHARE",
     "MESSAGE",
     "SLOTS",
+    "Meanwhile",
     "batch_times",
     "cli",
+    "clock_worker",
     "cold_start",
     "late_answers",
     "log",
+    "measured_workers",
     "redis_cpu",
     "round_or_none",
     "send_campaign",
@@ -56,6 +66,8 @@ LATE_SHARE = 0.2
 #: request slot a second (with the production 30 s, one late answer in five would hold every slot and no
 #: client could keep half its rate without a 15th request in flight), and a horizon that covers it.
 LATE_TIMEOUT_S, LATE_HORIZON_S, LATE_ANSWER_S = 1.0, 0.5, 1.5
+#: The clock-only worker's queue: nothing is ever sent to it, so that worker takes no batch.
+CLOCK_QUEUE = "bench-clock-only"
 
 
 def log(msg: str) -> None:
@@ -90,30 +102,102 @@ def _pct(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: Path, batch_size: int,
-                  timeout_s: float, profile: Path | None = None) -> dict[str, Any]:
-    """Enqueue ``phones`` in batches of ``batch_size``, start beat, wait for the end; the figures. The
-    simulator's record and counters are forgotten first (its config, faults included, stays)."""
+class Meanwhile(Protocol):
+    """Work done while a measured campaign is sent (:func:`send_campaign`'s ``meanwhile``): :meth:`run` on a
+    thread of its own from the clock's start until it returns (``done`` is set once the campaign ended),
+    then :meth:`figures` with the simulator's messages of other requests than the campaign's."""
+
+    def run(self, done: threading.Event) -> None: ...
+
+    def figures(self, foreign: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+def measured_workers(stack: Stack, n: int, **kwargs: Any) -> list[CeleryWorker]:
+    """Start ``n`` workers ``--without-clock``: they only send; the clock runs in :func:`clock_worker`'s
+    process, started when a measured campaign should start."""
+    return [stack.add_worker(extra_args=("--without-clock",), **kwargs) for _ in range(n)]
+
+
+def clock_worker(stack: Stack, name: str) -> CeleryWorker:
+    """A worker that runs only the clock (dispatch, delivery, webhooks): one solo process consuming a queue
+    nothing is sent to, so it takes no batch; started, it claims the due batches within its first second."""
+    return CeleryWorker(env=stack.env, name=name, concurrency=1, pool="solo", queues=(CLOCK_QUEUE,),
+                        workdir=stack.workdir)
+
+
+def _request_ids(ns: str) -> Callable[[str], tuple[str, str] | None]:
+    """A request id (``request_id(ref)``: ``<cid>-<n>``, tagged with the namespace outside the default one)
+    -> (cid, n), or None for an id that is not a batch's."""
+    tag = request_id("x:0", namespace=ns)[:-len("x-0")]
+
+    def split(rid: str) -> tuple[str, str] | None:
+        parts = rid.removeprefix(tag).rsplit("-", 1)
+        return (parts[0], parts[1]) if len(parts) == 2 and rid.startswith(tag) else None
+
+    return split
+
+
+def _scan(sim: SimulatorProcess, own: Callable[[str], bool]) -> tuple[dict[str, tuple[int, int]], list[dict[str, Any]]]:
+    """:func:`batch_times` of the requests ``own`` accepts, and the other messages as the simulator recorded them."""
+    times: dict[str, tuple[int, int]] = {}
+    foreign: list[dict[str, Any]] = []
+    offset = 0
+    while page := sim.record(offset=offset, limit=50_000):
+        for row in page:
+            if not own(row["id"]):
+                foreign.append(row)
+                continue
+            ts, n = times.get(row["id"], (row["ts_ms"], 0))
+            times[row["id"]] = (min(ts, row["ts_ms"]), n + 1)
+        offset += len(page)
+    return times, foreign
+
+
+def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: Path | None, batch_size: int | None,
+                  timeout_s: float, profile: Path | None = None, *, enqueue_argv: list[str] | None = None,
+                  label: str | None = None, meanwhile: Meanwhile | None = None) -> dict[str, Any]:
+    """Enqueue ``phones`` in batches of ``batch_size`` (or run ``enqueue_argv``, an ``smsc-mailer enqueue ...
+    --json``), start the clock, wait for the end; the figures. The simulator's record and counters are
+    forgotten first (its config, faults included, stays).
+
+    The stack's workers run ``--without-clock`` (:func:`measured_workers`), so nothing is claimed while the
+    campaign is enqueued; the CPU counters are read, then a clock-only worker (:func:`clock_worker`) is
+    started: once it is ready (its banner) the campaign starts. Its CPU from then on is counted in the
+    workers' (in production the clock runs in a worker) and reported apart (``clock_cpu_s``); its start-up
+    is not. Only the campaign's own requests count in the rates; ``meanwhile`` runs beside it."""
     sim.reset()
     ns = stack.namespace
-    m = load.run_measured(cli("enqueue", "--phones-file", str(phones), "--message", MESSAGE, "--json",
-                               "--batch-size", str(batch_size)), env=child_env(stack.env),
-                          workdir=stack.workdir, timeout_s=600)
+    label = label or str(batch_size)
+    if enqueue_argv is None:
+        if phones is None or batch_size is None:
+            raise ValueError("send_campaign: give phones and batch_size, or enqueue_argv")
+        enqueue_argv = cli("enqueue", "--phones-file", str(phones), "--message", MESSAGE, "--json",
+                           "--batch-size", str(batch_size))
+    m = load.run_measured(enqueue_argv, env=child_env(stack.env), workdir=stack.workdir, timeout_s=600)
     if m.returncode != 0:
-        raise RuntimeError(f"enqueue failed ({m.returncode}): {m.stderr_tail}")
-    cid = json.loads(m.stdout.strip().splitlines()[-1])["campaign_id"]
+        raise RuntimeError(f"enqueue ({label}) failed ({m.returncode}): {m.stderr_tail}")
+    receipt = json.loads(m.stdout.strip().splitlines()[-1])
+    cid = receipt["campaign_id"]
     ckey = Keys(ns).campaign(cid)
     workers = load.process_tree(w.pid for w in stack.workers)
     sampler = load.Sampler(sim.url, redis.Redis.from_url(stack.redis_url), Keys(ns).leased).start()
     simproc = load.process_tree([sim.pid])
     cpu0, rcpu0, scpu0 = load.cpu_seconds(workers), redis_cpu(r), load.cpu_seconds(simproc)
-    beat = CeleryBeat(env=stack.env, name=f"beat-{batch_size}", workdir=stack.workdir)
+    clock = clock_worker(stack, f"clock-{label}")
     profiler = None
     if profile is not None:
-        profiler = Profiler(profile, {w.name: w.pid for w in stack.workers if w.pid}, str(batch_size))
-    t0 = time.time()
-    beat.start()
+        profiler = Profiler(profile, {w.name: w.pid for w in stack.workers if w.pid}, label)
+    done = threading.Event()
+    side: threading.Thread | None = None
+    t_launch = time.time()
     try:
+        clock.start()
+        t0 = time.time()
+        clock_procs = load.process_tree([clock.pid])
+        ccpu0 = load.cpu_seconds(clock_procs)
+        if meanwhile is not None:
+            side = threading.Thread(target=meanwhile.run, args=(done,), name="bench-meanwhile", daemon=True)
+            side.start()
         deadline = time.monotonic() + timeout_s
         while True:
             state, sent, failed, total = r.hmget(ckey, "state", "sent", "failed", "total")
@@ -122,40 +206,47 @@ def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: P
             time.sleep(0.1)
         t1 = time.time()
         cpu1, rcpu1, scpu1 = load.cpu_seconds(workers), redis_cpu(r), load.cpu_seconds(simproc)
+        ccpu1 = load.cpu_seconds(clock_procs)
+        done.set()
+        if side is not None:
+            side.join(timeout=300)
     finally:
+        done.set()
         sampler.stop()
-        beat.stop()
+        clock.stop(timeout_s=20)
         if profiler is not None:
             profiler.stop()
     sent_n = int(sent or 0)
     started_ms, finished_ms = (int(x or 0) for x in r.hmget(ckey, "started_ms", "finished_ms"))
     run_s = (finished_ms - started_ms) / 1000 if started_ms and finished_ms else None
     summary = sim.summary()
-    times = batch_times(sim)
+    split = _request_ids(ns)
+    times, foreign = _scan(sim, lambda rid: (x := split(rid)) is not None and x[0] == cid)
     first = min(ts for ts, _ in times.values()) / 1000 if times else t0
     last = max(ts for ts, _ in times.values()) / 1000 if times else t1
     lags = []
-    # A request id is request_id(ref): "<cid>-<n>", tagged with the namespace outside the default one.
-    tag = request_id("x:0", namespace=ns)[:-len("x-0")]
     for rid, (ts, _) in times.items():
-        cid_n = rid.removeprefix(tag).rsplit("-", 1)
-        claimed = sampler.first_leased_ms.get(":".join(cid_n)) if len(cid_n) == 2 else None
+        cid_n = split(rid)
+        claimed = sampler.first_leased_ms.get(":".join(cid_n)) if cid_n is not None else None
         if claimed is not None:
             lags.append((ts - claimed) / 1000)
     per_m = 1_000_000 / max(sent_n, 1)
+    wcpu, ccpu = cpu1 - cpu0, ccpu1 - ccpu0
     res = {
-        "batch_size": batch_size, "campaign": cid, "total": int(total or 0),
+        "batch_size": batch_size, "campaign": cid, "total": int(total or 0), "batches": receipt.get("batches"),
+        "enqueue_wall_s": round(m.wall_s, 2),
         "state": state.decode() if isinstance(state, bytes) else str(state),
         "sent": sent_n, "failed": int(failed or 0), "requests": len(times),
         "msgs_per_s": round(sent_n / max(last - first, 1e-3)),
-        "msgs_per_s_from_beat_start": round(sent_n / max(t1 - t0, 1e-3)),
+        "msgs_per_s_from_clock_ready": round(sent_n / max(t1 - t0, 1e-3)),
         "msgs_per_s_to_completed": round(sent_n / run_s) if run_s else None,
-        "send_s": round(last - first, 2), "beat_start_to_done_s": round(t1 - t0, 2),
+        "send_s": round(last - first, 2), "clock_start_up_s": round(t0 - t_launch, 2),
+        "clock_ready_to_done_s": round(t1 - t0, 2),
         "started_to_completed_s": round_or_none(run_s, 2),
         "slot_use": round_or_none(sampler.slot_use(first + 0.5, last - 0.5, SLOTS), 3),
-        "worker_cpu_s_per_1m": round((cpu1 - cpu0) * per_m, 1),
+        "worker_cpu_s_per_1m": round((wcpu + ccpu) * per_m, 1),
         "redis_cpu_s_per_1m": round((rcpu1 - rcpu0) * per_m, 1),
-        "worker_cpu_s": round(cpu1 - cpu0, 2), "redis_cpu_s": round(rcpu1 - rcpu0, 2),
+        "worker_cpu_s": round(wcpu, 2), "clock_cpu_s": round(ccpu, 2), "redis_cpu_s": round(rcpu1 - rcpu0, 2),
         "simulator_cpu_s": round(scpu1 - scpu0, 2),
         "lag_p50_s": round_or_none(_pct(lags, 0.5), 3), "lag_p99_s": round_or_none(_pct(lags, 0.99), 3),
         "lag_max_s": round_or_none(max(lags, default=None), 3), "lag_batches": len(lags),
@@ -163,9 +254,11 @@ def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: P
         "breaches": sum(summary["breaches"].values()), "peak_inflight": summary["peak_inflight"],
         "errors_answered": summary["errors_answered"],
     }
+    if meanwhile is not None:
+        res["meanwhile"] = meanwhile.figures(foreign)
     if profiler is not None:
         res["profile"] = {"files": [str(f) for f in profiler.files], "top": profile_summary(profiler.files)}
-    log(f"send batch {batch_size}: {res}")
+    log(f"send {label}: {res}")
     return res
 
 
@@ -183,7 +276,7 @@ def warm_up(stack: Stack, r: redis.Redis, sim: SimulatorProcess, work: Path, con
     path = work / f"phones-warm-up-{first}.txt"
     write_phones_file(path, batches * 20, first=first)
     res = send_campaign(stack, r, sim, path, 20, timeout_s=120)
-    return {k: res[k] for k in ("requests", "sent", "beat_start_to_done_s", "lag_p50_s", "lag_max_s")}
+    return {k: res[k] for k in ("requests", "sent", "clock_ready_to_done_s", "lag_p50_s", "lag_max_s")}
 
 
 def cold_start(server: RedisServer, sim: SimulatorProcess, work: Path, *, pool: str) -> dict[str, Any]:
@@ -195,9 +288,10 @@ def cold_start(server: RedisServer, sim: SimulatorProcess, work: Path, *, pool: 
     r.flushdb()
     path = work / "phones-cold.txt"
     write_phones_file(path, COLD_RECIPIENTS, first=600_000_000, invalid_every=0, duplicate_every=0)
-    stack = Stack(redis=server, simulator=sim, workers=COLD_WORKERS, concurrency=COLD_CONCURRENCY, pool=pool,
+    stack = Stack(redis=server, simulator=sim, workers=0, concurrency=COLD_CONCURRENCY, pool=pool,
                   beats=0, namespace="bench-cold", timeout_s=30.0, workdir=work / "stack-cold", keep=True)
     with stack:
+        measured_workers(stack, COLD_WORKERS)
         res = send_campaign(stack, r, sim, path, 500, timeout_s=300)
     out = {k: res[k] for k in ("sent", "requests", "msgs_per_s", "send_s", "slot_use", "lag_p99_s", "breaches",
                                "sim_duplicates")}
@@ -219,10 +313,11 @@ def late_answers(server: RedisServer, sim: SimulatorProcess, work: Path, *, reci
         path = work / f"phones-late-{i}.txt"
         write_phones_file(path, recipients, first=first, invalid_every=0, duplicate_every=0)
         files.append(path)
-    stack = Stack(redis=server, simulator=sim, workers=2, concurrency=concurrency, pool=pool, beats=0,
+    stack = Stack(redis=server, simulator=sim, workers=0, concurrency=concurrency, pool=pool, beats=0,
                   namespace="bench-late", timeout_s=LATE_TIMEOUT_S, workdir=work / "stack-late", keep=True,
                   env={"SMSC_SETTLE_HORIZON": str(LATE_HORIZON_S)})
     with stack:
+        measured_workers(stack, 2)
         warm_up(stack, r, sim, work, concurrency, first=550_000_000)  # warm workers: the clean rate is not a cold one
         clean = send_campaign(stack, r, sim, files[0], 500, timeout_s=300)
         try:
