@@ -372,12 +372,16 @@ def _balance_check(p: _Prepared,
             return  # a handful of messages: not worth two requests of the login before they leave
         from worker.costs import CostError, affordable  # the provider client, only for a campaign being committed
         from worker.runtime import Runtime
+        from worker.smsc.errors import SmscAuthError
 
         rt = Runtime(p.settings, redis=p.conn)
         try:
             verdict = affordable(rt, cid, sender=p.spec.sender, options=p.options.send, total=counts.total,
                                  sample_limit=_BALANCE_SAMPLE)
         except CostError as exc:
+            if isinstance(exc.__cause__, SmscAuthError):
+                raise CampaignError(f"the provider refused the account's credentials ({exc.__cause__}): the "
+                                    "account is stopped; fix the settings, then resume; nothing was queued") from None
             if on_warning is not None:
                 on_warning(f"balance not checked: {exc}")
             return

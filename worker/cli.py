@@ -27,12 +27,18 @@ import redis
 from scheduler import spreading
 from scheduler.campaigns import FINAL_STATES, CampaignError, Campaigns
 from scheduler.guards import Guards
-from scheduler.health import Thresholds, health
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
 from worker.costs import CostError
-from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_status, report_rows, status_lines, store_for
+from worker.delivery.report import (
+    REPORT_COLUMNS,
+    campaign_status,
+    delivery_status,
+    report_rows,
+    status_lines,
+    store_for,
+)
 from worker.settings import ConfigError, Settings, get_settings
 from worker.smsc.phones import mask_phone
 
@@ -450,11 +456,7 @@ def _print_plan(summary: dict[str, Any], offset_min: int, as_json: bool) -> None
 def status(campaign_id: str, as_json: bool) -> None:
     """Where a campaign stands: state, counters, SMS parts and cost."""
     with _session() as (s, camp):
-        st = camp.status(campaign_id, configured_cap=s.smsc_concurrency)
-        st["delivery"] = delivery_status(store_for(s, camp), campaign_id, sent=st["sent"])
-        st["health"] = [f.as_dict() for f in health(camp.r, camp.keys, campaign_ids=[campaign_id],
-                                                    thresholds=Thresholds.from_settings(s))]
-        st["delivery_state"] = campaign_state(st["state"], st["delivery"])
+        st = campaign_status(s, camp, campaign_id)
         if as_json:
             click.echo(json.dumps(st))
             return

@@ -311,6 +311,10 @@ def _accounted(rt: Runtime, request: Callable[[], T]) -> T:
         answer = request()
     except SmscError as exc:
         rt.guards.account_outcome(rt.login, _answer_of(exc), reason=str(exc)[:300])
+        if isinstance(exc, SmscAuthError):
+            # The login is stopped, as sending stops it: its campaigns are paused with the reason, so that
+            # nobody (no quote, no balance check, no batch) tries the wrong password again before a resume.
+            rt.campaigns.pause_account(rt.login, reason=f"account stopped: {exc}; fix the settings, then resume")
         if exc.code in _AUTHENTICATED_ERRORS:
             rt.mark_proven()  # the provider got past the login and password to refuse this
         raise

@@ -157,3 +157,19 @@ def test_a_stop_listed_number_is_suppressed_at_intake_in_any_spelling(sim_env: A
     assert "on the stop list" in enq.stderr
     st = last_json(cli(env, "status", receipt["campaign_id"], "--json"))
     assert st["suppressed"] == 1 and st["total"] == 2
+
+
+def test_wrong_credentials_found_by_the_balance_check_refuse_the_enqueue_and_stop_the_account_once(
+        sim_env: Any, redis_client: Any, tmp_path: Path) -> None:
+    env, sim = sim_env()
+    env = {**env, "SMSC_PASSWORD": "a-typo"}
+    phones = tmp_path / "p.txt"
+    phones.write_text("".join(f"+7917{i:07d}\n" for i in range(200)))
+    proc = cli(env, "enqueue", "--phones-file", str(phones), "--message", "hello", check=False)
+    assert proc.returncode == 2 and "credentials" in proc.stderr and "Traceback" not in proc.stderr
+    assert "a-typo" not in proc.stderr
+    assert _nothing_queued(redis_client)
+    # the login is stopped: a second enqueue does not try the wrong password again
+    again = cli(env, "enqueue", "--phones-file", str(phones), "--message", "hello", "--json", check=False)
+    assert sim.summary()["errors_answered"] == {"2": 1}
+    assert "balance not checked" in again.stderr

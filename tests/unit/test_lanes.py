@@ -8,7 +8,6 @@ by the commit), so the lane indexes are the ones the product writes. A "batch" h
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -591,26 +590,3 @@ def test_a_claims_work_grows_with_what_it_claims_not_with_what_is_due(redis_clie
     assert len(set(cids(large_refs))) == 32  # 32 campaigns served, one batch each
     assert large <= small + 8, (small, large)  # 200,000 batches due cost what 200 cost
     assert large <= 16 * 32, large  # a bounded handful of commands per batch claimed
-
-
-@pytest.mark.skipif(not os.environ.get("SMSC_LANES_BENCH"), reason="measurement: SMSC_LANES_BENCH=1")
-def test_measure_a_claim_of_32_with_1000_campaigns_of_2000_batches_due(redis_client: redis.Redis) -> None:
-    keys = Keys("bench")
-    _seed(redis_client, keys, 1_000, 2_000)
-    ledger = Ledger(redis_client, keys)
-    joins = []
-    while redis_client.zcard(keys.lane_waiting("normal")):
-        t0 = time.perf_counter()
-        claim(ledger, 32)
-        joins.append(f"{(time.perf_counter() - t0) * 1e6:.0f}")
-    redis_client.config_resetstat()
-    samples = []
-    for i in range(200):
-        t0 = time.perf_counter()
-        refs = claim(ledger, 32, now_ms=T + i)
-        samples.append((time.perf_counter() - t0) * 1e6)
-        assert len(refs) == 32
-    samples.sort()
-    stats = {k.removeprefix("cmdstat_"): v for k, v in redis_client.info("commandstats").items() if "evalsha" in k}
-    print(f"\nclaim of 32, 1,000 campaigns x 2,000 batches due: while they join (256 a claim) {joins} us, "
-          f"then median {samples[100]:.0f} us, p95 {samples[190]:.0f} us round trip; server {stats}")

@@ -16,12 +16,25 @@ from typing import Any, Final
 
 from scheduler.campaigns import Campaigns
 from scheduler.delivery import DeliveryStore, counts_of, status_of
+from scheduler.health import Thresholds, health
 from worker.delivery.config import DeliveryConfig
 from worker.delivery.states import DELIVERED, funnel, reason_of, state_of
 
-__all__ = ["REPORT_COLUMNS", "campaign_state", "delivery_status", "report_rows", "status_lines", "store_for"]
+__all__ = ["REPORT_COLUMNS", "campaign_state", "campaign_status", "delivery_status", "report_rows", "status_lines",
+           "store_for"]
 
 REPORT_COLUMNS: Final = ("delivery_state", "delivery_status", "delivery_err", "delivery_reason", "delivered_at")
+
+
+def campaign_status(settings: Any, camp: Campaigns, cid: str) -> dict[str, Any]:
+    """What ``status --json`` prints and ``GET /v1/campaigns/{id}`` answers — one source for both: the
+    ledger's status, its delivery, the delivery state and the health findings."""
+    st = camp.status(cid, configured_cap=settings.smsc_concurrency)
+    st["delivery"] = delivery_status(store_for(settings, camp), cid, sent=st["sent"])
+    st["delivery_state"] = campaign_state(st["state"], st["delivery"])
+    st["health"] = [f.as_dict() for f in health(camp.r, camp.keys, campaign_ids=[cid],
+                                                thresholds=Thresholds.from_settings(settings))]
+    return st
 
 
 def store_for(settings: Any, campaigns: Campaigns) -> DeliveryStore:

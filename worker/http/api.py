@@ -59,7 +59,8 @@ from scheduler.intake import InvalidPhone, normalize_phone
 from scheduler.keys import CAMPAIGN_ID_RE, Keys
 from scheduler.stoplist import StopList, check_reason, stop_key
 from worker.costs import CostError
-from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_status, report_rows, store_for
+from worker.delivery.report import REPORT_COLUMNS, report_rows, store_for
+from worker.delivery.report import campaign_status as _campaign_status
 from worker.http.auth import Principal, require_full, require_read
 from worker.http.problems import MAX_NAMED_ERRORS, PROBLEM_JSON, ApiProblem, ProblemItem, RejectedRows, problem_of
 from worker.settings import ConfigError, Settings
@@ -717,11 +718,8 @@ async def quote(request: Request, ctx: Ctx, _: Read) -> JSONResponse:
 
 # -- campaigns: reading ------------------------------------------------------------------------------
 def campaign_status(settings: Settings, camp: Campaigns, cid: str) -> dict[str, Any]:
-    """``status --json``: the campaign's status with its delivery (built as the CLI builds it)."""
-    st = camp.status(cid, configured_cap=settings.smsc_concurrency)
-    st["delivery"] = delivery_status(store_for(settings, camp), cid, sent=st["sent"])
-    st["delivery_state"] = campaign_state(st["state"], st["delivery"])
-    return st
+    """``status --json``: the same function the CLI calls (worker.delivery.report.campaign_status)."""
+    return _campaign_status(settings, camp, cid)
 
 
 @router.get("/v1/campaigns", response_model=list[CampaignSummary], summary="The campaigns, newest last",
