@@ -241,6 +241,8 @@ def send_campaign(stack: Stack, r: redis.Redis, sim: SimulatorProcess, phones: P
         "msgs_per_s_from_clock_ready": round(sent_n / max(t1 - t0, 1e-3)),
         "msgs_per_s_to_completed": round(sent_n / run_s) if run_s else None,
         "send_s": round(last - first, 2), "clock_start_up_s": round(t0 - t_launch, 2),
+        # a worker with a clock of its own would have started the campaign before ours was launched
+        "started_before_clock": bool(started_ms) and started_ms < t_launch * 1000,
         "clock_ready_to_done_s": round(t1 - t0, 2),
         "started_to_completed_s": round_or_none(run_s, 2),
         "slot_use": round_or_none(sampler.slot_use(first + 0.5, last - 0.5, SLOTS), 3),
