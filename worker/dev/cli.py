@@ -125,7 +125,7 @@ def demo(recipients: int, keep: bool) -> None:
 
 
 @cli.command()
-@click.option("--quick", is_flag=True, help="The small size (200,000 lines; under two minutes).")
+@click.option("--quick", is_flag=True, help="The small size (200,000 lines; a few minutes).")
 @click.option("--recipients", type=click.IntRange(1_000, 10_000_000), help="Lines of the phones file.")
 @click.option("--out", type=click.Path(dir_okay=False), default="bench/results.json", show_default=True,
               callback=_writable_file)
