@@ -60,6 +60,11 @@ key                             type    TTL    written by                       
                                                intake commit (HSETNX ``run_id``:
                                                the server a new namespace starts
                                                on)
+``{ns}:deferrals``              HASH    -      sending: recipients deferred, by    /metrics
+                                               guard (flood, dedup, slot, closed,
+                                               status_limits, backoff, budget)
+``{ns}:c:<cid>:codes``          HASH    -      sending: failed recipients by the   /metrics
+                                               provider's error code ("" = none)
 ``{ns}:meta:recovering``        STRING  120 s  recovery: the lock of the one       recovery
                                                process marking batches after a
                                                restart (value: the new run_id)
@@ -281,10 +286,16 @@ class Keys:
         self.recovery_lock = self.meta + ":recovering"
         #: The lanes' shared state (HASH: ``vt:<lane>``, ``since_bulk``).
         self.lanes = self.prefix + "lanes"
+        #: Recipients deferred, by the guard that held them (a HASH read by /metrics).
+        self.deferrals = self.prefix + "deferrals"
 
     # -- namespace keys ----------------------------------------------------------------------------
     def campaign(self, cid: str) -> str:
         return f"{self.prefix}c:{cid}"
+
+    def outcome_codes(self, cid: str) -> str:
+        """The campaign's failed recipients by the provider's error code (a HASH read by /metrics)."""
+        return f"{self.prefix}c:{cid}:codes"
 
     def seen(self, cid: str) -> str:
         return f"{self.prefix}c:{cid}:seen"

@@ -75,8 +75,8 @@ _DELIVERY_CODES = (1, 2, *range(8, 36))
 _CAMPAIGN_FIELDS = ("total", "sent", "failed", "cancelled", "quarantined", "invalid", "duplicates", "sms",
                     "cost_milli", "batches", "created_ms", "started_ms", "finished_ms", "account", "queued_ms",
                     "progress_ms", "account_name", "priority",
-                    # counters the ledger does not keep yet (docs/metrics.md: "needs ledger support");
-                    # an absent field exports no sample rather than a false zero
+                    # counters the sending keeps beside the ledger (docs/metrics.md); an absent field
+                    # (a campaign without any) exports no sample rather than a false zero
                     "settled_sent", "settled_failed", "unknown_outcomes")
 _ACCOUNT_FIELDS = ("state", "backoff_until", "quiet_until", "backoffs", "auth_errors", "slow_answers",
                    "errors_in_a_row", "verified", "adaptive_cap")
@@ -136,10 +136,10 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("smsc_campaign_started_timestamp_seconds", "campaign", "Its first execution (absent before)"),
     _g("smsc_campaign_finished_timestamp_seconds", "campaign", "When every recipient became final (absent before)"),
     _c("smsc_campaign_failed_by_code", "campaign code",
-       "Failed recipients by provider error code ('' = none); needs ledger support (docs/metrics.md)"),
+       "Failed recipients by provider error code ('' = none)"),
     _c("smsc_campaign_settled_recipients", "campaign result",
-       "Recipients of unknown outcomes settled through status.php: sent, failed; needs ledger support"),
-    _c("smsc_campaign_unknown_outcomes", "campaign", "Requests whose answer never came; needs ledger support"),
+       "Recipients of unknown outcomes settled through status.php: sent, failed"),
+    _c("smsc_campaign_unknown_outcomes", "campaign", "Requests whose answer never came"),
     _g("smsc_campaign_delivery_recipients", "campaign state",
        "Sent recipients by delivery state (status: delivery.by_state)"),
     _g("smsc_campaign_delivery_funnel_recipients", "campaign stage",
@@ -167,7 +167,7 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("smsc_webhook_events", "state", "Webhook events: waiting (not acknowledged), due (now), dead (given up)"),
     _g("smsc_webhook_uncut_batches", "", "Batches with final delivery states not cut into webhook events yet"),
     _g("smsc_webhook_lag_seconds", "", "Age of the oldest due webhook event past its time (0 when none)"),
-    _c("smsc_deferrals", "guard", "Recipients deferred, by the guard that held them; needs ledger support"),
+    _c("smsc_deferrals", "guard", "Recipients deferred, by the guard that held them"),
     # the logins (shared by every namespace on the login)
     _g("smsc_account_state", "login state", "1 for the login's account state (ok, cooldown, stopped), 0 else"),
     _g("smsc_account_backoff_seconds", "login", "Seconds left of the login's account-wide back-off"),

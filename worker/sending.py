@@ -105,6 +105,8 @@ class BatchResult:
     failed: int = 0
     held: int = 0
     error: str = ""  # the error class when verdict is ERROR
+    #: Recipients given back unsent by a guard (the slot, the dedup, the account's state, status limits).
+    deferred: int = 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -178,6 +180,11 @@ class _Execution:
     senders: dict[str, str] = field(default_factory=dict)
     #: This batch holds a reservation of its campaign's budget (released once its outcome is recorded).
     reserved: bool = False
+    #: Recipients status.php settled as sent and as failed (counted once the outcome is recorded).
+    settled: tuple[int, int] = (0, 0)
+    #: This execution's request got no answer the provider stands by (a timeout, a proxy's error page).
+    unknown: bool = False
+    unknown_counted: bool = False
 
     @property
     def options(self) -> SendOptions | None:
@@ -203,7 +210,8 @@ class _Execution:
         return self.rt.login
 
     def record(self) -> None:
-        _record(self.rt, self.ref, self.token, self.out)
+        if _record(self.rt, self.ref, self.token, self.out):
+            _count_outcome(self)
         # An unknown outcome keeps its reservation until status.php settles what the provider billed.
         if self.reserved and self.out.settle is not Settle.SET:
             # The outcome (and the cost the provider billed) is in the ledger: the reservation goes.
@@ -226,7 +234,9 @@ def process_batch(rt: Runtime, ref: str) -> BatchResult:
             rt = rt.for_campaign(split_ref(ref)[0])  # the campaign's account: its login, client and cap
         except LookupError:
             return BatchResult(ref, BatchVerdict.MISSING)
-        return _process(rt, ref)
+        result = _process(rt, ref)
+        _count_deferral(rt, result)
+        return result
     except Exception as exc:
         try:
             rt.ledger.note_error(ref, reason=f"{type(exc).__name__}: {exc}")
@@ -267,7 +277,8 @@ def _process(rt: Runtime, ref: str) -> BatchResult:
         x.slot.held = False
         x.out.remaining, x.out.due_in_ms = phones, 200
         x.record()
-        return BatchResult(ref, BatchVerdict.NO_SLOT if slot is SlotResult.BUSY else BatchVerdict.ACCOUNT_CLOSED)
+        return BatchResult(ref, BatchVerdict.NO_SLOT if slot is SlotResult.BUSY else BatchVerdict.ACCOUNT_CLOSED,
+                           deferred=len(phones))
     try:
         if b.settle:
             return _settle_then_send(x, b, phones)
@@ -279,7 +290,7 @@ def _process(rt: Runtime, ref: str) -> BatchResult:
 def _settle_then_send(x: _Execution, b: Begin, phones: list[str]) -> BatchResult:
     rest = _settle(x, phones)
     if rest is None:  # status.php could not answer: the batch went back, still to be settled
-        return BatchResult(x.ref, BatchVerdict.SETTLE_LATER)
+        return BatchResult(x.ref, BatchVerdict.SETTLE_LATER, deferred=len(phones))
     x.out.settle = Settle.CLEAR
     if x.info.budgeted:
         x.reserved = True  # what the unknown request held is released once the settled cost is recorded
@@ -327,7 +338,7 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
             out.settle = Settle.SET
         x.record()
         log.info("batch %s: identical request sent less than 60 s ago; deferred %d ms", x.ref, wait_ms)
-        return BatchResult(x.ref, BatchVerdict.DEDUPLICATED)
+        return BatchResult(x.ref, BatchVerdict.DEDUPLICATED, deferred=len(phones))
     if info.budgeted:
         verdict = _reserve_budget(x, lines, fp, phones)
         if verdict is not None:
@@ -338,7 +349,7 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         rt.guards.forget_send_request(x.login, fp)
         out.remaining, out.due_in_ms = phones, 1_000
         x.record()
-        return BatchResult(x.ref, BatchVerdict.ACCOUNT_CLOSED)
+        return BatchResult(x.ref, BatchVerdict.ACCOUNT_CLOSED, deferred=len(phones))
     margin = settle_margin_ms(deadline_s=s.smsc_timeout, horizon_s=s.smsc_settle_horizon)
     sending = rt.ledger.mark_sending(x.ref, token=x.token, lease_ms=int(s.lease_s * 1000), settle_margin_ms=margin)
     if not sending:
@@ -424,6 +435,7 @@ def _on_unknown_outcome(f: _Failure) -> None:
     # slows the login down (adaptive cap), never counts toward the error streak.
     f.account(Answer.UNKNOWN)
     f.retry_all(due_at_ms=f.settle_after_ms, settle=Settle.SET)
+    f.x.unknown = True
 
 
 def _on_connect_error(f: _Failure) -> None:
@@ -438,6 +450,7 @@ def _on_http_error(f: _Failure) -> None:
     # the provider took it) or the provider may take it late. Settle like an unknown outcome; count it
     # toward the streak, so that a broken path backs the account off.
     f.retry_all(due_at_ms=max(f.settle_after_ms, f.account(Answer.ERROR)), settle=Settle.SET)
+    f.x.unknown = True
 
 
 def _on_too_many_requests(f: _Failure) -> None:
@@ -627,6 +640,7 @@ def _settle(x: _Execution, phones: list[str]) -> list[str] | None:
                               cost=str(rep.cost) if rep.cost is not None else "", reason="settled via status.php")
     log.info("batch %s: settled: %d already sent, %d failed at the provider, %d to send", x.ref, taken_sent,
              taken_failed, len(rest))
+    x.settled = (taken_sent, taken_failed)
     return rest
 
 
@@ -690,8 +704,9 @@ def _acquire_slot(rt: Runtime, token: str, lease_ms: int) -> SlotResult:
         rt.guards.wait_for_slot(rt.login, min(left, _SLOT_POLL_S))
 
 
-def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> None:
-    """Apply the outcome; the ledger is the truth, so a Redis hiccup is waited out, not skipped."""
+def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> bool:
+    """Apply the outcome; the ledger is the truth, so a Redis hiccup is waited out, not skipped. True when
+    this execution's outcome is in the ledger."""
     for attempt in range(60):
         try:
             ok, state = rt.ledger.record(ref, token=token, outcome=out)
@@ -702,8 +717,42 @@ def _record(rt: Runtime, ref: str, token: str, out: Outcome) -> None:
             log.warning("batch %s: lease lost before recording; the batch will be settled by status.php", ref)
         elif state in ("completed", "failed"):
             log.info("campaign %s: %s", split_ref(ref)[0], state)
-        return
+        return ok
     log.error("batch %s: redis unreachable for a minute; outcome not recorded, it will be settled", ref)
+    return False
+
+
+def _count_outcome(x: _Execution) -> None:
+    """The counters /metrics reads beside the ledger (after the outcome is recorded, so a crash between the
+    two undercounts them, never the ledger): failed recipients by the provider's code, recipients settled
+    through status.php, and requests whose outcome became unknown."""
+    out = x.out
+    codes: dict[str, int] = {}
+    if out.failed:
+        for row in out.rows:
+            fields = row.split(";", 6)
+            if len(fields) > 5 and fields[1] == "failed":
+                codes[fields[5]] = codes.get(fields[5], 0) + 1
+    settled_sent, settled_failed = x.settled
+    unknown = x.unknown and not x.unknown_counted
+    if not (codes or settled_sent or settled_failed or unknown):
+        return
+    rt, cid = x.rt, split_ref(x.ref)[0]
+    try:
+        pipe = rt.redis.pipeline(transaction=False)
+        for code, n in codes.items():
+            pipe.hincrby(rt.keys.outcome_codes(cid), code, n)
+        ckey = rt.keys.campaign(cid)
+        if settled_sent:
+            pipe.hincrby(ckey, "settled_sent", settled_sent)
+        if settled_failed:
+            pipe.hincrby(ckey, "settled_failed", settled_failed)
+        if unknown:
+            pipe.hincrby(ckey, "unknown_outcomes", 1)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("batch %s: metrics counters not updated (%s)", x.ref, exc)
+    x.settled, x.unknown_counted = (0, 0), x.unknown_counted or unknown
 
 
 def _recovered(rt: Runtime) -> bool:
@@ -719,6 +768,22 @@ def _recovered(rt: Runtime) -> bool:
 def _stopped(rt: Runtime, cid: str) -> bool:
     state = rt.redis.hget(rt.keys.campaign(cid), "state")
     return state in (b"cancelled", b"paused")
+
+
+#: The guard a verdict names, for the deferral counters (``{ns}:deferrals``, read by /metrics).
+_DEFERRAL_GUARDS = {BatchVerdict.HELD: "flood", BatchVerdict.DEDUPLICATED: "dedup", BatchVerdict.NO_SLOT: "slot",
+                    BatchVerdict.ACCOUNT_CLOSED: "closed", BatchVerdict.SETTLE_LATER: "status_limits"}
+
+
+def _count_deferral(rt: Runtime, result: BatchResult) -> None:
+    guard = _DEFERRAL_GUARDS.get(result.verdict)
+    n = result.held if result.verdict is BatchVerdict.HELD else result.deferred
+    if guard is None or n <= 0:
+        return
+    try:
+        rt.redis.hincrby(rt.keys.deferrals, guard, n)
+    except redis.RedisError:
+        pass  # a counter for the metrics: the batch's outcome is recorded either way
 
 
 def _log_done(x: _Execution, verb: str, held: int) -> None:

@@ -32,7 +32,7 @@ from scheduler.keys import Keys, batch_ref
 from scheduler.ledger import server_time_ms
 from worker.api import enqueue_campaign
 from worker.delivery.report import delivery_status, store_for
-from worker.metrics import METRICS, LedgerCollector, MetricsApp, MetricsConfig, metrics_app, registry_for
+from worker.metrics import METRICS, MetricsApp, metrics_app, registry_for
 from worker.runtime import Runtime
 from worker.sending import process_batch
 from worker.settings import Settings
@@ -339,34 +339,33 @@ def test_the_app_answers_text_openmetrics_or_gzip_as_asked_and_404_elsewhere(
     assert call_app(metrics_app(s, client=redis_client), path="/anything")[0] == 200  # mounted: every path
 
 
-# -- the contract for what the ledger does not keep yet -------------------------------------------------------
+# -- the counters the sending keeps beside the ledger ---------------------------------------------------------
 
-class _FutureKeys(Keys):
-    """The keys docs/metrics.md asks the ledger for (failed by code, deferrals by guard)."""
+def test_failures_by_code_and_flood_deferrals_are_counted_by_the_sending(
+        s: Settings, redis_client: redis.Redis, runtime: Runtime, registry: CollectorRegistry) -> None:
+    phones = [*PHONES[:4], "+79550000001", "+79550000002"]  # the simulator refuses 7955… with error 8
+    cid = enqueue_campaign(phones, "hi", settings=s, redis_conn=redis_client, batch_size=3).campaign_id
+    send_all(runtime, cid)
+    st = runtime.campaigns.status(cid)
+    assert st["failed"] == 2
+    assert value(scrape(registry), "smsc_campaign_failed_by_code_total", campaign=cid, code="8") == 2
+    # 50 messages to one subscriber in a chain, then the 51st is held by the flood guard: one deferral
+    for i in range(51):
+        c = enqueue_campaign(["+79000000099"], f"message {i}", settings=s, redis_conn=redis_client).campaign_id
+        for ref in runtime.ledger.claim(window=100, claim_lease_ms=60_000, max_claim=100):
+            process_batch(runtime, ref)
+    assert runtime.campaigns.status(c)["pending"] == 1
+    assert value(scrape(registry), "smsc_deferrals_total", guard="flood") == 1
 
-    def outcome_codes(self, cid: str) -> str:
-        return f"{self.prefix}c:{cid}:codes"
 
-    @property
-    def deferrals(self) -> str:
-        return self.prefix + "deferrals"
-
-
-def test_failures_by_code_and_deferrals_by_guard_are_read_once_the_ledger_keeps_them(
-        s: Settings, redis_client: redis.Redis) -> None:
+def test_settle_results_are_read_from_the_campaigns_counters(
+        s: Settings, redis_client: redis.Redis, registry: CollectorRegistry) -> None:
+    # (the sending writes these when status.php settles an unknown outcome: tests/unit/test_sending.py drives
+    # that path; here, that the collector exports exactly what the campaign HASH holds)
     cid = enqueue_campaign(PHONES, "hi", settings=s, redis_conn=redis_client).campaign_id
-    keys = _FutureKeys(NS)
-    collector = LedgerCollector(redis_client, MetricsConfig(namespace=NS, account=LOGIN))
-    reg = CollectorRegistry()
-    reg.register(collector)
-    assert not any(name == "smsc_campaign_failed_by_code_total" for name, _ in scrape(reg))  # no false zeros
-    redis_client.hset(keys.outcome_codes(cid), mapping={"8": 3, "": 1})
-    redis_client.hset(keys.deferrals, mapping={"flood": 7, "dedup": 2})
-    redis_client.hset(keys.campaign(cid), mapping={"settled_sent": 4, "settled_failed": 1, "unknown_outcomes": 2})
-    collector.keys = keys
-    samples = scrape(reg)
-    assert value(samples, "smsc_campaign_failed_by_code_total", campaign=cid, code="8") == 3
-    assert value(samples, "smsc_deferrals_total", guard="flood") == 7
+    assert not any(name == "smsc_campaign_settled_recipients_total" for name, _ in scrape(registry))
+    redis_client.hset(Keys(NS).campaign(cid), mapping={"settled_sent": 4, "settled_failed": 1, "unknown_outcomes": 2})
+    samples = scrape(registry)
     assert value(samples, "smsc_campaign_settled_recipients_total", campaign=cid, result="sent") == 4
     assert value(samples, "smsc_campaign_unknown_outcomes_total", campaign=cid) == 2
 

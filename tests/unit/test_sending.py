@@ -181,6 +181,9 @@ def test_a_cut_connection_is_settled_through_status_php_not_resent(make_runtime:
     st = rt.campaigns.status(cid)
     assert (st["state"], st["sent"]) == ("completed", 6)
     assert set(sim.phones().values()) == {1}  # nobody twice
+    # what /metrics reads: one request without an answer, its six recipients settled as sent
+    f = rt.redis.hmget(rt.keys.campaign(cid), ["unknown_outcomes", "settled_sent", "settled_failed"])
+    assert f == [b"1", b"6", None]
 
 
 def test_a_late_acceptance_is_never_settled_too_early_and_nobody_gets_two_messages(
