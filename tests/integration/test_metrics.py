@@ -84,7 +84,9 @@ def funnel(samples: Samples, cid: str) -> dict[str, float]:
 
 def test_the_scraped_counters_add_up_while_workers_send_and_equal_status_at_the_end(
         celery_stack, redis_client, metrics_server, tmp_path: Path) -> None:
-    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 20}, env={"SMSC_BATCH_SIZE": "100"})
+    # ~76 requests of 250 ms through 8 worker processes: a few seconds of sending, so that scrapes land mid-way
+    # (the workers' clock starts a campaign the moment it is committed)
+    stack = celery_stack(workers=2, concurrency=4, sim_options={"latency_ms": 250}, env={"SMSC_BATCH_SIZE": "40"})
     stack.simulator.configure(undeliverable_prefixes=["7955"])
     good, bad = numbers(3_000), numbers(40, prefix="7955")
     url = metrics_server(stack.env)
