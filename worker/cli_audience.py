@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, Any
 
 import click
 import redis
@@ -34,7 +33,8 @@ from scheduler.audiences import Audiences, check_name
 from scheduler.intake import IntakeError, InvalidPhone, iter_phones_file, normalize_phone
 from scheduler.keys import Keys
 from scheduler.stoplist import StopList
-from worker.settings import ConfigError, Settings, get_settings
+from worker.cli_common import fail, mask_url, settings_or_fail
+from worker.settings import Settings
 
 __all__ = ["audience"]
 
@@ -43,24 +43,7 @@ _NAMED_REJECTS = 1000
 _TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm")
 
 
-def _fail(msg: str, code: int = 2) -> NoReturn:
-    click.echo(f"smsc-mailer: {msg}", err=True)
-    raise SystemExit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+_fail, _settings, _mask_url = fail, settings_or_fail, mask_url  # the shared ones (worker.cli_common)
 
 
 @dataclass

@@ -21,35 +21,16 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import NoReturn
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
 
-from worker.settings import ConfigError, Settings, get_settings
+from worker.cli_common import fail, mask_url, settings_or_fail
 
 __all__ = ["retry"]
 
 
-def _fail(msg: str, code: int = 2) -> NoReturn:
-    click.echo(f"smsc-mailer: {msg}", err=True)
-    raise SystemExit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+_fail, _settings, _mask_url = fail, settings_or_fail, mask_url  # the shared ones (worker.cli_common)
 
 
 def _money(value: str | None, flag: str) -> Decimal | None:

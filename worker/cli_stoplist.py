@@ -24,8 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count, islice
-from typing import IO, BinaryIO, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, BinaryIO
 
 import click
 import redis
@@ -33,7 +32,8 @@ import redis
 from scheduler.intake import MAX_LINE_BYTES, IntakeError, InvalidPhone, iter_phones_file, normalize_phone
 from scheduler.keys import Keys
 from scheduler.stoplist import CHUNK, Entry, StopList, check_reason, stop_key
-from worker.settings import ConfigError, Settings, get_settings
+from worker.cli_common import fail, mask_url, settings_or_fail
+from worker.settings import Settings
 
 __all__ = ["stoplist"]
 
@@ -42,24 +42,7 @@ _NAMED_REJECTS = 1000
 _STDIN = "<stdin>"
 
 
-def _fail(msg: str, code: int = 2) -> NoReturn:
-    click.echo(f"smsc-mailer: {msg}", err=True)
-    raise SystemExit(code)
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+_fail, _settings, _mask_url = fail, settings_or_fail, mask_url  # the shared ones (worker.cli_common)
 
 
 @contextmanager
