@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import redis
@@ -30,6 +29,7 @@ from scheduler.guards import Guards
 from scheduler.intake import IntakeError, Rejected
 from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
+from worker.cli_common import fail, mask_url, name_counted
 from worker.costs import CostError
 from worker.delivery.report import (
     REPORT_COLUMNS,
@@ -47,17 +47,7 @@ __all__ = ["cli", "main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _mask_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    click.echo(f"smsc-mailer: {msg}", err=True)
-    raise SystemExit(code)
+_mask_url, _fail = mask_url, fail  # the shared ones (worker.cli_common)
 
 
 def _warn(msg: str) -> None:
@@ -270,10 +260,7 @@ class _Campaign:
     def _say(self, i: int, line: str) -> None:
         # Every line is counted; the first 1,000 of each kind are named.
         self.shown[i] += 1
-        if self.shown[i] <= 1000:
-            click.echo(line, err=True)
-        elif self.shown[i] == 1001:
-            click.echo("... more such lines: see the counts below", err=True)
+        name_counted(self.shown[i], line)
 
     def rejected(self, r: Rejected) -> None:
         self._say(0, f"{self.path}:{r.line_no}: {r.raw!r}: {r.reason}")

@@ -33,13 +33,11 @@ from scheduler.audiences import Audiences, check_name
 from scheduler.intake import IntakeError, InvalidPhone, iter_phones_file, normalize_phone
 from scheduler.keys import Keys
 from scheduler.stoplist import StopList
-from worker.cli_common import fail, mask_url, settings_or_fail
+from worker.cli_common import fail, mask_url, name_counted, settings_or_fail
 from worker.settings import Settings
 
 __all__ = ["audience"]
 
-#: Invalid lines named one by one before the rest are only counted (as ``enqueue`` does).
-_NAMED_REJECTS = 1000
 _TABLE_SUFFIXES = (".csv", ".tsv", ".xlsx", ".xlsm")
 
 
@@ -94,10 +92,8 @@ class _Reader:
 
     def reject(self, line_no: int, raw: str, why: str) -> None:
         self.invalid += 1
-        if self.invalid <= _NAMED_REJECTS:
-            click.echo(f"{self.name}:{line_no}: {raw!r}: {why}", err=True)
-        elif self.invalid == _NAMED_REJECTS + 1:
-            click.echo("... more invalid lines: see the count below", err=True)
+        name_counted(self.invalid, f"{self.name}:{line_no}: {raw!r}: {why}",
+                     more="... more invalid lines: see the count below")
 
     def phones(self, path: str) -> Iterator[str]:
         """One number a line (the intake's reader: comments, BOM; a first line ``phone`` is a header)."""

@@ -10,7 +10,10 @@ import click
 
 from worker.settings import ConfigError, Settings, get_settings
 
-__all__ = ["fail", "mask_url", "settings_or_fail"]
+__all__ = ["NAMED_LINES", "fail", "mask_url", "name_counted", "settings_or_fail"]
+
+#: Refused lines named one by one before the rest are only counted.
+NAMED_LINES = 1000
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:
@@ -34,3 +37,12 @@ def mask_url(url: str) -> str:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def name_counted(n: int, line: str, *, more: str = "... more such lines: see the counts below") -> None:
+    """Name the ``n``-th refused line on standard error while ``n`` is within :data:`NAMED_LINES`; past
+    them say once that the rest are only counted (every command that reads a file of numbers does this)."""
+    if n <= NAMED_LINES:
+        click.echo(line, err=True)
+    elif n == NAMED_LINES + 1:
+        click.echo(more, err=True)

@@ -32,13 +32,11 @@ import redis
 from scheduler.intake import MAX_LINE_BYTES, IntakeError, InvalidPhone, iter_phones_file, normalize_phone
 from scheduler.keys import Keys
 from scheduler.stoplist import CHUNK, Entry, StopList, check_reason, stop_key
-from worker.cli_common import fail, mask_url, settings_or_fail
+from worker.cli_common import fail, mask_url, name_counted, settings_or_fail
 from worker.settings import Settings
 
 __all__ = ["stoplist"]
 
-#: Invalid lines named one by one before the rest are only counted (as ``enqueue`` does).
-_NAMED_REJECTS = 1000
 _STDIN = "<stdin>"
 
 
@@ -85,10 +83,8 @@ class _Reader:
 
     def reject(self, line_no: int, raw: str, why: str) -> None:
         self.invalid += 1
-        if self.invalid <= _NAMED_REJECTS:
-            click.echo(f"{self.name}:{line_no}: {raw!r}: {why}", err=True)
-        elif self.invalid == _NAMED_REJECTS + 1:
-            click.echo("... more invalid lines: see the count below", err=True)
+        name_counted(self.invalid, f"{self.name}:{line_no}: {raw!r}: {why}",
+                     more="... more invalid lines: see the count below")
 
     def rows(self, path: str) -> Iterator[tuple[str, str]]:
         # Outside the try: an input that cannot be opened at all is the command's one-line error.
