@@ -23,7 +23,8 @@ def _messages(sim: Any) -> list[dict[str, Any]]:
     return out
 
 
-def test_an_urgent_code_overtakes_the_bulk_campaign_already_due(celery_stack: Any, tmp_path: Path) -> None:
+def test_an_urgent_code_overtakes_the_bulk_campaign_already_due(celery_stack: Any, redis_client: Any,
+                                                               tmp_path: Path) -> None:
     stack = celery_stack(workers=1, concurrency=4, sim_options={"latency_ms": 150})
     bulk = write_phones(tmp_path / "bulk.txt", numbers(8_000, prefix="7930"))
     b = last_json(cli(stack.env, "enqueue", "--phones-file", str(bulk), "--message", "Sale", "--priority", "bulk",
@@ -47,7 +48,8 @@ def test_an_urgent_code_overtakes_the_bulk_campaign_already_due(celery_stack: An
     assert sum(1 for m in bulk_msgs if m["ts_ms"] > code_ms) > 1_000  # it went ahead of most of the bulk
 
 
-def test_two_normal_campaigns_started_together_progress_together(celery_stack: Any, tmp_path: Path) -> None:
+def test_two_normal_campaigns_started_together_progress_together(celery_stack: Any, redis_client: Any,
+                                                                tmp_path: Path) -> None:
     stack = celery_stack(workers=1, concurrency=4, sim_options={"latency_ms": 20})
     ids = []
     start = f"0{int(time.time()) + 8}"  # both due at the same second (a Unix time), enqueued before it

@@ -68,7 +68,8 @@ def test_a_windows_1251_csv_from_excel_sends_each_row_its_own_text_and_names_the
     assert breaches(stack.simulator.summary()) == {}
 
 
-def test_an_xlsx_with_missing_cells_is_streamed_and_sent(celery_stack: Any, tmp_path: Path) -> None:
+def test_an_xlsx_with_missing_cells_is_streamed_and_sent(celery_stack: Any, redis_client: Any,
+                                                        tmp_path: Path) -> None:
     stack = celery_stack(workers=1, concurrency=2, sim_options={"latency_ms": 5})
     wb = Workbook()
     ws = wb.active
