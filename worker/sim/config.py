@@ -135,6 +135,8 @@ class SimConfig:
             value = getattr(self, f.name)
             if f.name in ("password", "apikey"):
                 value = None if value is None else "***"
+            elif f.name == "logins":  # the names; their passwords masked like the main one
+                value = dict.fromkeys(value, "***")
             elif isinstance(value, Decimal):
                 value = str(value)
             elif isinstance(value, frozenset | tuple):

@@ -175,6 +175,7 @@ class Simulator:
         self._http500 = self._resets = self._delayed = self._slow = self._accepted_after_gone = 0
         self._inflight: dict[str, int] = {}
         self._peak: dict[str, int] = {}
+        self._inflight_total = self._peak_total = 0  # every login together (sub-accounts in parallel)
         self._status_inflight: dict[str, int] = {}
         self._status_peak = 0
         self._errors_in_a_row: dict[str, int] = {}
@@ -269,6 +270,8 @@ class Simulator:
             inflight = self._inflight.get(login, 0) + 1
             self._inflight[login] = inflight
             self._peak[login] = max(self._peak.get(login, 0), inflight)
+            self._inflight_total += 1
+            self._peak_total = max(self._peak_total, self._inflight_total)
             status_inflight = 0
             if is_status:
                 status_inflight = self._status_inflight.get(login, 0) + 1
@@ -301,6 +304,7 @@ class Simulator:
         if request.generation != self._generation:
             return
         self._inflight[request.login] -= 1
+        self._inflight_total -= 1
         if request.status:
             self._status_inflight[request.login] -= 1
         self._idle.notify_all()
@@ -556,7 +560,8 @@ class Simulator:
     # -- the record ------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
-        """Counters: messages, unique_messages, duplicates, requests, breaches, peak_inflight, errors..."""
+        """Counters: messages, unique_messages, duplicates, requests, breaches, peak_inflight (of the busiest
+        login), peak_inflight_by_login, peak_inflight_total (all logins at once), errors..."""
         with self._lock:
             ledger = self._ledger
             return {
@@ -567,6 +572,7 @@ class Simulator:
                 "breaches": dict(self._breaches),
                 "peak_inflight": max(self._peak.values(), default=0),
                 "peak_inflight_by_login": dict(self._peak),
+                "peak_inflight_total": self._peak_total,
                 "peak_status_inflight": self._status_peak,
                 "inflight": sum(self._inflight.values()),
                 "errors_answered": dict(sorted(self._errors.items())),

@@ -4,7 +4,11 @@
 ``.close()``, a context manager). The CLI prints one line, ``simulator listening on http://HOST:PORT``,
 and serves until SIGTERM or SIGINT::
 
-    python -m worker.sim.server --port 0 --latency-ms 200 --login demo --password demo-password
+    python -m worker.sim.server --port 0 --latency-ms 200 --login demo --password demo-password \
+        --extra-login brand2=brand2-password
+
+``--extra-login LOGIN=PASSWORD`` (repeatable) adds a login of the provider with limits of its own
+(``SimConfig.logins``); no line printed or logged ever shows its password, nor a malformed value.
 
 Keep-alive matters for throughput figures: every answer carries ``Content-Length``, and the handler sets
 TCP_NODELAY (``disable_nagle_algorithm``), without which a keep-alive exchange stalls ~40 ms on delayed
@@ -215,6 +219,14 @@ def _error_rate(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(f"expected CODE=RATE such as 9=0.2, got {text!r}") from exc
 
 
+def _extra_login(text: str) -> tuple[str, str]:
+    """``LOGIN=PASSWORD``; an error names neither the value nor the password (it may be a mistyped one)."""
+    login, sep, password = text.partition("=")
+    if not sep or not login.strip() or not password:
+        raise argparse.ArgumentTypeError("expected LOGIN=PASSWORD with both parts non-empty (value not shown)")
+    return login.strip(), password
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = SimConfig()
     p = argparse.ArgumentParser(prog="python -m worker.sim.server",
@@ -224,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--login", default=d.login)
     p.add_argument("--password", default=d.password)
     p.add_argument("--apikey", default=None)
+    p.add_argument("--extra-login", type=_extra_login, action="append", default=[], metavar="LOGIN=PASSWORD",
+                   help="one more login of the provider, with its own limits (repeatable)")
     p.add_argument("--balance", type=_decimal, default=d.balance)
     p.add_argument("--price-per-part", type=_decimal, default=d.price_per_part)
     p.add_argument("--latency-ms", type=float, default=d.latency_ms)
@@ -290,9 +304,20 @@ def _delivery_from_args(args: argparse.Namespace) -> DeliveryConfig:
     )
 
 
+def _logins_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """``--extra-login`` as ``SimConfig.logins``; a login given twice, or that is ``--login``, is refused."""
+    logins: dict[str, str] = {}
+    for login, password in args.extra_login:
+        if login == args.login or login in logins:
+            raise ValueError(f"--extra-login {login!r}: this login is given more than once")
+        logins[login] = password
+    return logins
+
+
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
-        login=args.login, password=args.password, apikey=args.apikey, balance=args.balance,
+        login=args.login, password=args.password, apikey=args.apikey, logins=_logins_from_args(args),
+        balance=args.balance,
         price_per_part=args.price_per_part, latency_ms=args.latency_ms,
         latency_jitter_ms=args.latency_jitter_ms, error_rates=dict(args.error_rate),
         http500_rate=args.http500_rate, reset_rate=args.reset_rate,
@@ -333,6 +358,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         with server:
             print(f"simulator listening on {server.url}", flush=True)
+            if config.logins:  # the names only, never a password
+                log.info("logins: %s", ", ".join([config.login, *config.logins]))
             while not stop.wait(0.5):
                 pass
             log.info("stopping; summary %s", json.dumps(server.sim.summary(), default=str))

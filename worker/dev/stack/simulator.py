@@ -30,7 +30,9 @@ class _SimulatorExecutor(ChildExecutor, mirakuru.HTTPExecutor):
 class SimulatorProcess(ServerProcess):
     """The provider simulator over HTTP, with its control endpoints (``/_sim/...``) as methods.
 
-    ``extra_args`` are flags of ``python -m worker.sim.server`` (``--slow-accept-rate 0.2`` ...).
+    ``extra_args`` are flags of ``python -m worker.sim.server`` (``--slow-accept-rate 0.2`` ...);
+    ``extra_logins`` (login -> password) are more logins of the provider, each with its own limits
+    (``--extra-login``), for a stack whose ``SMSC_ACCOUNTS`` names them. Logs name the logins, never a password.
     """
 
     what = "simulator"
@@ -43,6 +45,7 @@ class SimulatorProcess(ServerProcess):
         login: str = DEMO_LOGIN,
         password: str = DEMO_PASSWORD,
         seed: int = 0,
+        extra_logins: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
@@ -53,6 +56,7 @@ class SimulatorProcess(ServerProcess):
         self.login = login
         self.password = password
         self.seed = seed
+        self.extra_logins = dict(extra_logins or {})
         self.extra_args = tuple(extra_args)
         self.env = dict(env or {})
         self.ready_timeout_s = ready_timeout_s
@@ -76,6 +80,7 @@ class SimulatorProcess(ServerProcess):
             "--password", self.password,
             "--seed", str(self.seed),
             "--log-level", "INFO",  # its last line is the summary at stop
+            *(arg for login, password in self.extra_logins.items() for arg in ("--extra-login", f"{login}={password}")),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -84,8 +89,9 @@ class SimulatorProcess(ServerProcess):
             return self
         self._start_on_a_free_port(self._start_once)
         self._http = httpx.Client(base_url=self.url, timeout=5.0)
-        log.info("simulator started pid=%s port=%d login=%s latency_ms=%s seed=%s",
-                 self.pid, self.port, self.login, self.latency_ms, self.seed)
+        log.info("simulator started pid=%s port=%d login=%s latency_ms=%s seed=%s%s",
+                 self.pid, self.port, self.login, self.latency_ms, self.seed,
+                 f" extra_logins={','.join(self.extra_logins)}" if self.extra_logins else "")
         return self
 
     def _start_once(self) -> None:
