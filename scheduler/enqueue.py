@@ -19,10 +19,13 @@ naming what differs) and nothing is queued.
 
 **Streaming.** Recipients are deduplicated in Redis (:func:`deduplicated`: a SET per campaign, dropped
 at commit) and written as batches of ``batch_size`` while the input is read, so the producer's memory
-does not grow with the campaign. The plan (:class:`scheduler.spreading.Plan`, also behind the dry run
-in :mod:`scheduler.preview`) then gives every batch its due time, cutting batches where the due time
-changes, and the commit puts every batch into the due-queue and the campaign into ``queued`` in one
-script: a campaign is either fully enqueued or not at all.
+does not grow with the campaign. Those round trips do not hold the reading up: the dedup and stage
+scripts are sent on a connection of the intake's own and their replies read a chunk later
+(:mod:`scheduler._pipe`; the stop list is looked up by the dedup script itself). The plan
+(:class:`scheduler.spreading.Plan`, also behind the dry run in :mod:`scheduler.preview`) then gives
+every batch its due time, cutting batches where the due time changes, and the commit puts every batch
+into the due-queue and the campaign into ``queued`` in one script: a campaign is either fully enqueued
+or not at all.
 
 **Durable before acknowledged.** The commit waits for the server's disk
 (:func:`scheduler.durability.wait_durable`) before it returns; what that found is in
@@ -40,6 +43,7 @@ import secrets
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeAlias
@@ -47,12 +51,14 @@ from typing import Any, Protocol, TypeAlias
 import redis
 
 from scheduler import spreading
+from scheduler._pipe import Pipe, PipeBroken
 from scheduler.durability import Durable, wait_durable
 from scheduler.intake import Rejected, phone_key
 from scheduler.keys import CAMPAIGN_ID_RE, Keys, batch_ref
 from scheduler.keys import text as _s
 from scheduler.ledger import server_time_ms
 from scheduler.scripts import Arg, Scripts, clock_arg
+from scheduler.stoplist import StopList
 
 __all__ = [
     "CLAIM_LEASE_MS",
@@ -72,6 +78,8 @@ __all__ = [
 
 #: Recipients deduplicated per round trip during intake.
 _INTAKE_CHUNK = 2_000
+#: Chunks whose dedup may be in flight (sent, its answer not read yet) while the next one is read.
+_AHEAD = 1
 #: How long a claim on a campaign id lasts without renewal: an intake renews it every third of this, so
 #: only a dead (or frozen) producer loses it; a retry of the same id waits at most this long for a dead
 #: one. Long enough for a stalled disk or a Redis failover, short enough for an app's retry.
@@ -208,8 +216,29 @@ def deduplicated(items: Iterable[Item], ask: Callable[[str], str], counts: Intak
     before the dedup and go to ``on_suppressed``. ``counts`` adds it all up; ``each`` sees every item
     first (a digest of the stream). The one dedup of the enqueue and its dry run.
     """
+    def start(pending: list[Entry]) -> Callable[[], _Answer]:
+        answer = _asked(pending, ask, stopped)
+        return lambda: answer
+
+    return _deduplicated(items, start, counts, ahead=0, on_rejected=on_rejected, each=each,
+                         on_duplicate=on_duplicate, on_suppressed=on_suppressed)
+
+
+#: What the stop list and the dedup said of a chunk: its phones, and one character per recipient
+#: ('1' new, '0' a duplicate of an earlier line, 's' on the stop list).
+_Answer: TypeAlias = "tuple[list[str], str]"
+
+
+def _deduplicated(items: Iterable[Item], start: Callable[[list[Entry]], Callable[[], _Answer]],
+                  counts: IntakeCounts, *, ahead: int, on_rejected: Callable[[Rejected], None] | None,
+                  each: Callable[[Item], None] | None, on_duplicate: Callable[[int, str], None] | None,
+                  on_suppressed: Callable[[int, str], None] | None) -> Iterator[list[Entry]]:
+    """:func:`deduplicated`, each chunk's round trips started by ``start(chunk)``, which returns how to
+    wait for its answer: up to ``ahead`` chunks are read meanwhile, so a chunk's new recipients come
+    that much later (the same ones, in the same order)."""
     pending: list[Entry] = []
     lines: list[int] = []
+    waiting: deque[tuple[list[Entry], list[int], Callable[[], _Answer]]] = deque()
     for item in items:
         if each is not None:
             each(item)
@@ -225,40 +254,60 @@ def deduplicated(items: Iterable[Item], ask: Callable[[str], str], counts: Intak
             pending.append(item)
             lines.append(item.line_no)
         if len(pending) >= _INTAKE_CHUNK:
-            yield _new_ones(pending, lines, ask, counts, on_duplicate, stopped, on_suppressed)
+            waiting.append((pending, lines, start(pending)))
             pending, lines = [], []
+            if len(waiting) > ahead:
+                done, done_lines, answer = waiting.popleft()
+                yield _settled(done, done_lines, answer(), counts, on_duplicate, on_suppressed)
     if pending:
-        yield _new_ones(pending, lines, ask, counts, on_duplicate, stopped, on_suppressed)
+        waiting.append((pending, lines, start(pending)))
+    while waiting:
+        done, done_lines, answer = waiting.popleft()
+        yield _settled(done, done_lines, answer(), counts, on_duplicate, on_suppressed)
 
 
 def _phone(e: Entry) -> str:
     return e if isinstance(e, str) else e.phone
 
 
-def _new_ones(pending: list[Entry], lines: list[int], ask: Callable[[str], str], counts: IntakeCounts,
-              on_duplicate: Callable[[int, str], None] | None,
-              stopped: Callable[[list[str]], list[bool]] | None,
-              on_suppressed: Callable[[int, str], None] | None) -> list[Entry]:
+def _asked(pending: Sequence[Entry], ask: Callable[[str], str],
+           stopped: Callable[[list[str]], list[bool]] | None) -> _Answer:
+    """A chunk's round trips, one after the other: the stop list, then the dedup of what it does not stop."""
     phones = [_phone(e) for e in pending]
-    if stopped is not None:
-        flags = stopped(phones)
-        if any(flags):
-            keep = [i for i, f in enumerate(flags) if not f]
-            for i, f in enumerate(flags):
-                if f:
-                    counts.suppressed += 1
-                    if on_suppressed is not None:
-                        on_suppressed(lines[i], phones[i])
-            pending, lines, phones = [pending[i] for i in keep], [lines[i] for i in keep], [phones[i] for i in keep]
-            if not pending:
-                return []
-    answer = ask(",".join(map(phone_key, phones)))
-    new = [e for e, is_new in zip(pending, answer, strict=True) if is_new == "1"]
+    flags = stopped(phones) if stopped is not None else None
+    if flags is None or not any(flags):
+        return phones, ask(",".join(map(phone_key, phones)))
+    kept = [phone_key(p) for p, f in zip(phones, flags, strict=True) if not f]
+    return phones, _merged(flags, ask(",".join(kept)) if kept else "")
+
+
+def _merged(flags: list[bool], said: str) -> str:
+    """The answer for a whole chunk: 's' where ``flags`` stop a number, the dedup's ``said`` for the rest."""
+    if len(said) != flags.count(False):
+        raise ValueError(f"the dedup answered for {len(said)} numbers, not {flags.count(False)}")
+    each = iter(said)
+    return "".join("s" if f else next(each) for f in flags)
+
+
+def _settled(pending: list[Entry], lines: list[int], answer: _Answer, counts: IntakeCounts,
+             on_duplicate: Callable[[int, str], None] | None,
+             on_suppressed: Callable[[int, str], None] | None) -> list[Entry]:
+    """The new recipients of a chunk, by its answer; the stopped and the duplicates counted and told."""
+    phones, said = answer
+    new = [e for e, c in zip(pending, said, strict=True) if c == "1"]
+    stopped = said.count("s") if "s" in said else 0
+    if stopped:
+        counts.suppressed += stopped
+        if on_suppressed is not None:
+            for line_no, phone, c in zip(lines, phones, said, strict=True):
+                if c == "s":
+                    on_suppressed(line_no, phone)
     counts.total += len(new)
-    counts.duplicates += len(pending) - len(new)
-    if on_duplicate is not None and len(new) != len(pending):
-        for line_no, phone, is_new in zip(lines, phones, answer, strict=True):
-            if is_new != "1":
+    dups = len(pending) - len(new) - stopped
+    counts.duplicates += dups
+    if on_duplicate is not None and dups:
+        for line_no, phone, c in zip(lines, phones, said, strict=True):
+            if c == "0":
                 on_duplicate(line_no, phone)
     return new
 
@@ -357,6 +406,9 @@ class _Intake:
     starts: array[int] = field(default_factory=lambda: array("q"))
     sizes: array[int] = field(default_factory=lambda: array("q"))
     written: int = 0
+    #: While the input is read: the connection its dedup and stage scripts are sent on, their replies
+    #: read later (see _pipe.py).
+    pipe: Pipe | None = None
 
 
 class _StreamDigest:
@@ -429,7 +481,8 @@ class Enqueue:
                on_duplicate: Callable[[int, str], None] | None = None,
                stopped: Callable[[list[str]], list[bool]] | None = None,
                on_suppressed: Callable[[int, str], None] | None = None,
-               before_commit: Callable[[str, IntakeCounts], None] | None = None) -> Receipt:
+               before_commit: Callable[[str, IntakeCounts], None] | None = None,
+               stoplist: StopList | None = None) -> Receipt:
         """Enqueue a campaign from (line_no, normalized phone) items (or :class:`Personal` recipients of
         a ``spec.personal`` campaign) and rejected lines, streaming.
 
@@ -437,7 +490,8 @@ class Enqueue:
         raw bytes of the recipients file); without it, the stream itself is digested. ``strict``:
         refuse the whole campaign (CampaignError, nothing queued) if any line was rejected; every
         rejected line still goes to ``on_rejected``. ``on_duplicate``, ``stopped``, ``on_suppressed``:
-        see :func:`deduplicated`. ``before_commit(cid, counts)``: the last word before the commit, the
+        see :func:`deduplicated`; ``stoplist``, instead of ``stopped``: the stop list, checked by the dedup
+        script itself (one round trip a chunk). ``before_commit(cid, counts)``: the last word before the commit, the
         batches staged (a balance check); whatever it raises abandons the campaign, nothing queued.
         ``now_ms``: only for tests that step time.
         """
@@ -478,11 +532,14 @@ class Enqueue:
         own_digest = _StreamDigest() if recipients_digest is None else None
         lease = _Lease(self, ckey, token, now_ms)
         try:
-            with lease:
-                for new in deduplicated(items, lambda joined: self._dedup(st, joined, now_ms), n,
-                                        on_rejected=on_rejected,
-                                        each=own_digest.add if own_digest is not None else None,
-                                        on_duplicate=on_duplicate, stopped=stopped, on_suppressed=on_suppressed):
+            # The dedup and stage scripts go out on a pipe of their own while the input is read on; their
+            # replies are read (and checked) a chunk later, all of them before the plan.
+            with lease, Pipe(self.r, ("intake", "create")) as pipe:
+                st.pipe = pipe
+                for new in _deduplicated(items, lambda chunk: self._ask(st, chunk, stopped, stoplist, now_ms), n,
+                                         ahead=_AHEAD, on_rejected=on_rejected,
+                                         each=own_digest.add if own_digest is not None else None,
+                                         on_duplicate=on_duplicate, on_suppressed=on_suppressed):
                     if batcher is not None:
                         self._add_personal(st, batcher, new, now_ms)
                     else:
@@ -496,6 +553,8 @@ class Enqueue:
                     n.sms = batcher.sms
                 else:
                     self._write_batches(st, now_ms, final=True)
+                pipe.drain()
+                st.pipe = None
                 if n.total == 0:
                     raise CampaignError("no valid recipients: nothing was queued"
                                         + (f" ({_plural(n.suppressed, 'number')} on the stop list)"
@@ -517,6 +576,10 @@ class Enqueue:
             raise CampaignError(
                 f"campaign {cid}: another enqueue of this id took it over (this one could not renew its claim "
                 f"for {self.claim_lease_ms / 1000:g} s), or it was cancelled; this one queued nothing") from None
+        except PipeBroken as exc:
+            # What went out on the pipe and was not answered is unknown: drop it all (as a dead intake's).
+            self._abandon(cid, token, st.batches, now_ms)
+            raise CampaignError(f"campaign {cid}: {exc}; nothing was queued: enqueue it again") from exc
         except BaseException:
             # Nothing of a campaign that did not commit stays behind (it was never in the due-queue).
             self._abandon(cid, token, st.batches, now_ms)
@@ -587,13 +650,35 @@ class Enqueue:
         res = self.scripts.create(keys=[ckey, *keys], args=[op, token, self.claim_lease_ms, clock_arg(now_ms), *args])
         return bool(res == 1)
 
-    def _dedup(self, st: _Intake, joined: str, now_ms: int | None) -> str:
-        """intake.lua under the intake's claim (it renews the claim too)."""
-        new = self.scripts.intake(keys=[self.keys.seen(st.cid), self.keys.campaign(st.cid)],
-                                  args=[joined, _SEEN_TTL_MS, st.token, self.claim_lease_ms, clock_arg(now_ms)])
-        if isinstance(new, int):
-            raise _LostClaim
-        return _s(new)
+    def _ask(self, st: _Intake, chunk: list[Entry], stopped: Callable[[list[str]], list[bool]] | None,
+             stoplist: StopList | None, now_ms: int | None) -> Callable[[], _Answer]:
+        """Send a chunk's intake.lua under the intake's claim (it renews the claim too), the stop list checked
+        inside (``stoplist``) or by ``stopped`` first; return how to read its answer."""
+        assert st.pipe is not None
+        phones = [_phone(e) for e in chunk]
+        flags = stopped(phones) if stopped is not None else None
+        if flags is not None and any(flags):
+            kept = [p for p, f in zip(phones, flags, strict=True) if not f]
+        else:
+            flags, kept = None, phones
+        if not kept:
+            return lambda: (phones, "s" * len(phones))
+        keys = [self.keys.seen(st.cid), self.keys.campaign(st.cid)]
+        dedup_keys = list(map(phone_key, kept))
+        args: list[Arg] = [",".join(dedup_keys), _SEEN_TTL_MS, st.token, self.claim_lease_ms, clock_arg(now_ms)]
+        if stoplist is not None:
+            keys.append(stoplist.key)
+            args.append(stoplist.intake_keys(kept, dedup_keys))
+        ticket = st.pipe.call("intake", keys, args)
+        pipe = st.pipe
+
+        def answer() -> _Answer:
+            said = pipe.result(ticket)
+            if isinstance(said, int):
+                raise _LostClaim
+            return phones, _s(said) if flags is None else _merged(flags, _s(said))
+
+        return answer
 
     def _write_batches(self, st: _Intake, now_ms: int | None, *, final: bool) -> None:
         size = st.batch_size
@@ -612,8 +697,11 @@ class Enqueue:
             args: list[Arg] = [st.batches]
             for _, phones, due, texts, senders, zones in part:
                 args += [",".join(phones), "" if due is None else due, texts, senders, zones]
-            if not self._op("stage", ckey, st.token, now_ms, keys=[self.keys.batch(batch_ref(st.cid, n))
-                                                                     for n, *_ in part], args=args):
+            keys = [self.keys.batch(batch_ref(st.cid, n)) for n, *_ in part]
+            if st.pipe is not None:  # its reply is checked when it is read, before the plan at the latest
+                st.pipe.call("create", [ckey, *keys], ["stage", st.token, self.claim_lease_ms, clock_arg(now_ms),
+                                                      *args], check=_staged)
+            elif not self._op("stage", ckey, st.token, now_ms, keys=keys, args=args):
                 raise _LostClaim
 
     def _drop(self, cid: str, token: str, batches: int, now_ms: int | None) -> None:
@@ -702,6 +790,11 @@ class Enqueue:
         if ok != 1:
             raise _LostClaim
 
+
+
+def _staged(reply: object) -> None:
+    if reply != 1:
+        raise _LostClaim
 
 
 #: The bytes a form encoding keeps as they are (``quote(..., safe="")``): every other byte is ``%XX``.

@@ -183,6 +183,29 @@ class StopList:
             pipe.hmget(self.key, fields[i:i + CHUNK])
         return [v is not None for reply in pipe.execute() for v in reply]
 
+    def intake_keys(self, phones: Sequence[str], dedup_keys: Sequence[str]) -> str:
+        """The stop keys of ``phones`` for ``lua/intake.lua``, which checks them beside the dedup: joined
+        by ',', each one '' where it is the number's dedup key ``dedup_keys[i]``
+        (:func:`scheduler.intake.phone_key`) — for every number written with '+', both are its digits —
+        and the stop key (:meth:`key_of`) where it differs (``89001234567`` is stopped as ``79001234567``).
+        Raises as :meth:`key_of` does.
+
+        >>> StopList(None, Keys("x")).intake_keys(["+79001234567", "89001234567"], ["79001234567", "89001234567"])
+        ',79001234567'
+        """
+        out: list[str] = []
+        region = self.region
+        for phone, key in zip(phones, dedup_keys, strict=True):
+            if phone[:1] == "+":
+                out.append("")  # stop_key and phone_key alike: the digits after '+' (normalized alike)
+                continue
+            if region is None and phone == key:  # bare digits (phone_key kept them): the provider's correction
+                stop = _corrected(key)
+            else:
+                stop = stop_key(phone, region)
+            out.append("" if stop == key else stop)
+        return ",".join(out)
+
     def entry(self, phone: str) -> Entry | None:
         """The entry that stops ``phone`` (any spelling), or None when it is not stopped."""
         field = self.key_of(phone)

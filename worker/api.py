@@ -167,6 +167,8 @@ class CampaignOptions:
         return out
 
 
+#: Texts whose parts the intake's check keeps for the batcher: a few dedup chunks' worth.
+_COUNTED_MAX = 16_384
 #: The priority lanes (see docs/priorities.md).
 PRIORITIES = ("urgent", "normal", "bulk")
 #: An urgent campaign's batches are small, so that its recipients leave through many slots at once.
@@ -225,16 +227,23 @@ class _Prepared:
             size = min(size, URGENT_BATCH_SIZE)
 
         plain_parts = send.translit == 0 and not send.tinyurl and send.maxsms is None
-        last: list[Any] = [None, 0]  # the text the intake's check just counted, and its parts
+        # The parts of the texts the intake's check counted and the batcher has not asked for yet: the
+        # batcher sees a text a dedup chunk or two after its check, so a million texts are counted once.
+        # Texts never asked for (duplicates, stop-listed) are forgotten when there are too many.
+        counted: dict[str, int] = {}
 
         def check_text(text: str) -> object:
             segments = validate_message(text)
-            last[0], last[1] = text, segments.parts
+            if plain_parts:
+                if len(counted) >= _COUNTED_MAX:
+                    counted.clear()
+                counted[text] = segments.parts
             return segments
 
         def parts_of(text: str) -> int:
-            if plain_parts and text is last[0]:
-                return int(last[1])  # counted a moment ago by check_text: a million texts are counted once
+            parts = counted.pop(text, None) if plain_parts else None
+            if parts is not None:
+                return parts
             return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
 
         self.check_text = check_text
@@ -339,9 +348,10 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
     columns = {"phone_column": phone_column, "sender_column": sender_column, "tz_column": tz_column}
     items = _items_of(p, _items_override) if _items_override is not None else _items(p, recipients, message, template,
                                                                                        columns)
+    # The stop list is checked by the dedup script itself (one round trip a chunk), not by ``stopped``.
+    hooks = {**p.hooks(on_duplicate, on_suppressed), "stopped": None, "stoplist": p.stoplist}
     receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
-                                 strict=strict, before_commit=_balance_check(p, on_warning),
-                                 **p.hooks(on_duplicate, on_suppressed))
+                                 strict=strict, before_commit=_balance_check(p, on_warning), **hooks)
     if webhook and not receipt.existing:
         DeliveryStore(p.campaigns.r, p.campaigns.keys).set_webhook(receipt.campaign_id, webhook)
     return receipt

@@ -124,7 +124,9 @@ _CHILD = textwrap.dedent("""
     from scheduler.keys import Keys
 
     def items():
-        for i in range(2_500):
+        # The intake reads a chunk (2,000) ahead of its dedup's answer: after 4,500 lines the first
+        # chunk's 20 batches are written, the second chunk's dedup is sent, 500 lines wait for theirs.
+        for i in range(4_500):
             yield i + 1, f"+7900{i:07d}"
         print("streamed", flush=True)
         time.sleep(600)  # a producer that hangs here, and is then killed
@@ -145,6 +147,9 @@ def test_an_intake_killed_mid_stream_is_taken_over_by_the_next_enqueue_of_its_id
         dead = Campaigns(redis_client, keys, claim_lease_ms=1_000)
         st = dead.status(CID)
         assert (st["state"], st["intake_alive"]) == ("planning", True)
+        deadline = time.monotonic() + 10  # its last stage was sent before it said so, not answered yet
+        while len(batch_keys(redis_client)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(batch_keys(redis_client)) == 20  # it wrote batches, and committed nothing
         child.send_signal(signal.SIGKILL)
         child.wait(10)
@@ -191,10 +196,11 @@ def test_an_intake_that_stalled_past_its_lease_writes_nothing_after_the_takeover
     taken: list[Receipt] = []
 
     def stalling() -> Iterator[tuple[int, str]]:
-        yield from numbered(2_500)  # dedup'ed and written: 20 batches
+        # Dedup'ed, and the first chunk's 20 batches written (the intake reads a chunk ahead of the answer).
+        yield from numbered(4_500)
         # Frozen here past its lease (stepped clock): another enqueue of the id takes over and commits.
         taken.append(taker.create(spec(), numbered(700, start=5_000), now_ms=t0 + 5_000))
-        yield from numbered(2_500, start=2_500)  # woken up: its next write must be refused
+        yield from numbered(500, start=4_500)  # woken up: its next write must be refused
 
     with pytest.raises(CampaignError, match="another enqueue of this id took it over"):
         stalled.create(spec(), stalling(), now_ms=t0)
@@ -267,12 +273,18 @@ def test_a_commit_refuses_an_intake_whose_writes_were_lost_and_leaves_nothing(
     c = Campaigns(redis_client, keys)
 
     def items() -> Iterator[tuple[int, str]]:
-        yield from numbered(2_500)
+        # The intake reads a chunk (2,000 lines) ahead of its dedup's answer: after 4,500 lines the first
+        # chunk's batches are sent (wait until Redis has them), then they are lost.
+        yield from numbered(4_500)
+        bkey, seen, key = keys.batch(batch_ref(CID, 3)), keys.seen(CID), phone(7).lstrip("+")
+        deadline = time.monotonic() + 10
+        while not (redis_client.exists(bkey) and redis_client.sismember(seen, key)) and time.monotonic() < deadline:
+            time.sleep(0.01)
         if loss == "a batch":
-            redis_client.delete(keys.batch(batch_ref(CID, 3)))
+            redis_client.delete(bkey)
         else:
-            redis_client.srem(keys.seen(CID), phone(7).lstrip("+"))
-        yield from numbered(500, start=2_500)
+            redis_client.srem(seen, key)
+        yield from numbered(500, start=4_500)
 
     with pytest.raises(CampaignError, match="some of the intake's writes are not in Redis"):
         c.create(spec(), items())

@@ -1,0 +1,68 @@
+"""The intake's round trips on a pipe (``scheduler/_pipe.py``): sent at once, answered a chunk later.
+
+The dedup and stage scripts leave while the next rows are read; what Redis answers is read in order and
+checked before the plan. These tests break the pipe mid-intake: whatever was sent and not answered is
+unknown, so the intake queues nothing, leaves nothing behind, says so in one line, and the same
+campaign can be enqueued again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from scheduler.campaigns import CampaignError, Campaigns, CampaignSpec
+from scheduler.keys import Keys
+
+CID = "order42"
+
+
+def _numbered(n: int, *, after: int = 0, then: Callable[[], Any] | None = None) -> Iterator[tuple[int, str]]:
+    for i in range(n):
+        if then is not None and i == after:
+            then()
+        yield i + 1, f"+7900{i:07d}"
+
+
+def _spec() -> CampaignSpec:
+    return CampaignSpec(message="hello", parts=1, account="acct", batch_size=100, campaign_id=CID)
+
+
+def test_scripts_lost_mid_intake_queue_nothing_and_the_campaign_can_be_enqueued_again(
+        redis_client: redis.Redis, keys: Keys) -> None:
+    c = Campaigns(redis_client, keys)
+    with pytest.raises(CampaignError, match=r"Redis lost the intake's scripts .*nothing was queued: enqueue it again"):
+        c.create(_spec(), _numbered(9_000, after=4_500, then=redis_client.script_flush))
+    assert list(redis_client.scan_iter(count=1000)) == []
+    receipt = c.create(_spec(), _numbered(9_000))
+    assert (receipt.existing, receipt.total, receipt.batches) == (False, 9_000, 90)
+
+
+def test_a_connection_cut_mid_intake_queues_nothing_and_the_campaign_can_be_enqueued_again(
+        make_redis: Callable[..., Any]) -> None:
+    server = make_redis()
+    r, keys = server.client(), Keys("t")
+    c = Campaigns(r, keys)
+
+    def cut() -> None:  # every connection but the one asking (the intake's pipe among them)
+        server.client().client_kill_filter(_type="normal", skipme=True)
+
+    with pytest.raises(CampaignError, match=r"the connection to Redis failed during the intake .*nothing was queued"):
+        c.create(_spec(), _numbered(9_000, after=4_500, then=cut))
+    assert list(r.scan_iter(count=1000)) == []
+    receipt = c.create(_spec(), _numbered(9_000))
+    assert (receipt.existing, receipt.total, receipt.batches) == (False, 9_000, 90)
+
+
+def test_the_first_line_of_a_number_wins_across_chunks_answered_a_chunk_late(
+        redis_client: redis.Redis, keys: Keys) -> None:
+    # Every number twice, the second time in a later chunk: the first line of each always wins.
+    items = [(i + 1, f"+7900{i % 3_000:07d}") for i in range(6_000)]
+    duplicates: list[int] = []
+    receipt = Campaigns(redis_client, keys).create(_spec(), iter(items),
+                                                   on_duplicate=lambda line, _: duplicates.append(line))
+    assert (receipt.total, receipt.duplicates) == (3_000, 3_000)
+    assert duplicates == list(range(3_001, 6_001))
