@@ -189,6 +189,8 @@ _SLOT_RESULTS = {1: SlotResult.TAKEN, 0: SlotResult.BUSY, -1: SlotResult.CLOSED,
 
 def _digits(phone: str) -> str:
     """One subscriber, however the number is written (``+7…`` and ``7…``): its digits."""
+    if phone.isdigit() and phone.isascii():  # as the intake stores it
+        return phone
     return "".join(c for c in phone if c.isdigit())
 
 

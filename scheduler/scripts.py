@@ -76,8 +76,9 @@ class Script(Generic[R]):
         self.name = name
         self._script = client.register_script(source(name))
 
-    def __call__(self, *, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> R:
-        return cast(R, self._script(keys=list(keys), args=list(args)))
+    def __call__(self, *, keys: Sequence[str] = (), args: Sequence[Arg] = (), client: redis.Redis | None = None) -> R:
+        """Run it; on a pipeline (``client``), queue it: its reply comes with the pipeline's."""
+        return cast(R, self._script(keys=list(keys), args=list(args), client=client))
 
     def __repr__(self) -> str:
         return f"<Script {self.name}>"

@@ -215,6 +215,11 @@ def _configure_structlog(settings: Settings) -> None:
                         wrapper_class=structlog.stdlib.BoundLogger, cache_logger_on_first_use=True)
 
 
+#: Libraries that log every HTTP request at INFO: the client's own line (DEBUG) and the batch's (INFO)
+#: say it once, without the cost of a third line per request.
+_CHATTY = ("httpx", "httpcore")
+
+
 def configure_logging(settings: Settings, *, logger: logging.Logger | None = None, level: int | str | None = None,
                       stream: IO[str] | None = None) -> None:
     """Give every handler of ``logger`` (default: the root logger) the format of ``SMSC_LOG_FORMAT`` and
@@ -233,6 +238,9 @@ def configure_logging(settings: Settings, *, logger: logging.Logger | None = Non
         handler.addFilter(_Scrub())
     if level is not None:
         target.setLevel(level)
+    for name in _CHATTY:
+        if logging.getLogger(name).level == logging.NOTSET:  # unless set on purpose
+            logging.getLogger(name).setLevel(logging.WARNING)
     _configure_structlog(settings)
 
 

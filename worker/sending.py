@@ -364,7 +364,7 @@ def _send(x: _Execution, phones: list[str], *, was_settled: bool) -> BatchResult
         # until the answer is recorded, so that after an error 2 the account is stopped before any other
         # process may try (a wrong password is refused once, not once per slot).
         report = rt.client.send(lines=lines, request_id=x.req_id, sender=info.sender, options=x.options,
-                                on_answer=x.slot.release if rt.proven else None)
+                                on_answer=x.slot.release if rt.proven else None, params=params)
     except SmscError as exc:
         ctx = _Failure(x, exc, admitted, held, hold_until, fp, sending.settle_after_ms, was_settled)
         _handler_for(exc)(ctx)

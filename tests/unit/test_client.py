@@ -390,7 +390,7 @@ def test_the_credentials_fingerprint_names_them_without_revealing_them() -> None
 
 
 def test_one_log_line_per_request_with_masked_phones_and_no_secret(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="worker.smsc.client")
+    caplog.set_level(logging.DEBUG, logger="worker.smsc.client")
     with make_client(Recorder()) as client:
         client.send(
             lines=[(["79990000001", "79990000002", "79990000003", "79990000004"], "Hi")], request_id="b-1"
@@ -400,6 +400,7 @@ def test_one_log_line_per_request_with_masked_phones_and_no_secret(caplog: pytes
     ok, failed = (r.getMessage() for r in caplog.records)
     assert "/sys/send.php" in ok and "id=b-1" in ok and "phones=4" in ok and "-> 200" in ok and " ms" in ok
     assert "****0001" in ok
+    assert caplog.records[0].levelno == logging.DEBUG  # answered: the batch's INFO line says what it did
     assert "ReadTimeout" in failed and caplog.records[1].levelno == logging.WARNING
     for text in (ok, failed):
         assert PASSWORD not in text and "acme" not in text

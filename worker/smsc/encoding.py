@@ -38,6 +38,7 @@ text it delivers in this order, and bills the parts of the latter: :func:`delive
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def _parts(units: int, single: int, multi: int) -> int:
     return -(-units // multi)  # ceil without floats
 
 
+@functools.lru_cache(maxsize=2048)  # a batch's texts are checked, then counted: the second time is free
 def count_segments(text: str) -> Segments:
     """Count the SMS parts of ``text`` (GSM 03.38 when it fits the alphabet, else UCS-2)."""
     if _NOT_GSM.search(text) is None:

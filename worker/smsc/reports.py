@@ -1,4 +1,5 @@
-"""What the client returns: the reports of send, cost and status answers (plain frozen dataclasses).
+"""What the client returns: the reports of send, cost and status answers (plain frozen dataclasses, and
+one named tuple per number of a send).
 
 Built by :mod:`worker.smsc.responses`; nothing here does I/O or parsing.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from worker.smsc.phones import echo_index
 from worker.smsc.statuses import STATUS_NOT_FOUND, Outcome, describe_delivery_error, describe_status, outcome_of
@@ -15,9 +17,11 @@ from worker.smsc.statuses import STATUS_NOT_FOUND, Outcome, describe_delivery_er
 __all__ = ["CostReport", "PhoneReport", "SendReport", "StatusReport"]
 
 
-@dataclass(frozen=True)
-class PhoneReport:
-    """One number of an ``op=1`` answer, as the provider spells it; ``error`` 0 means it took it."""
+class PhoneReport(NamedTuple):
+    """One number of an ``op=1`` answer, as the provider spells it; ``error`` 0 means it took it.
+
+    A named tuple, not a frozen dataclass like the others: a batch's answer makes one per recipient, and
+    a tuple is built in a fifth of the time."""
 
     phone: str
     mccmnc: str

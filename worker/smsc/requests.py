@@ -238,16 +238,23 @@ def encode_list(lines: Sequence[AnyLine]) -> str:
     line break) or a carriage return (it would arrive as a plain newline); so does a sender the provider
     refuses or one with a space at either end (the line's head is read without them).
     """
+    return _encode_list(lines, checked=False)
+
+
+def _encode_list(lines: Sequence[AnyLine], *, checked: bool) -> str:
+    """:func:`encode_list`; ``checked``: the phones and senders were checked already (``_message_params``)."""
     out: list[str] = []
     for line in lines:
         phones, text, sender = _unpack(line)
-        _check_phones(phones)
+        if not checked:
+            _check_phones(phones)
         if "\\" in text or "\r" in text:
             what = "a backslash" if "\\" in text else "a carriage return"
             raise ValueError(f"a text with {what} cannot travel in a list request exactly; send it on its own")
         head = ",".join(phones)
         if sender is not None:
-            validate_sender(sender)
+            if not checked:
+                validate_sender(sender)
             if sender != sender.strip():
                 raise ValueError(f"sender {sender!r} has a space at an end; it cannot travel in a list line exactly")
             head = f"{sender}|{head}"
@@ -295,7 +302,7 @@ def _message_params(lines: Sequence[AnyLine], sender: str | None, options: SendO
         (sender,) = senders  # every line's sender: the request's
         params = {"phones": ",".join(p for phones, _, _ in unpacked for p in phones), "mes": unpacked[0][1]}
     else:
-        params = {"list": encode_list(unpacked)}
+        params = {"list": _encode_list(unpacked, checked=True)}
     params.update(_FORMAT)
     if sender is not None:
         params["sender"] = sender

@@ -241,7 +241,13 @@ def _read_json(body: str) -> dict[str, Any]:
 
 def _phone_report(raw: Mapping[str, Any]) -> PhoneReport:
     # The provider gives the cost only when there was no error, and status/error only on errors.
-    mccmnc = raw.get("mccmnc")
+    phone, cost, mccmnc = raw.get("phone"), raw.get("cost"), raw.get("mccmnc")
+    if type(phone) is str and type(cost) is str and raw.get("status") is None and raw.get("error") is None:
+        # The usual case, a hundred times a batch: a number taken at a price (what the rest checks, cheaper).
+        number, price = phone.strip(), _decimal_of(cost)
+        if number and price is not None:
+            return PhoneReport(phone=number, mccmnc="" if mccmnc is None else str(mccmnc).strip(), cost=price,
+                               status=0, error=0)
     return PhoneReport(
         phone=_id(raw.get("phone"), "phone"),
         mccmnc="" if mccmnc is None else str(mccmnc).strip(),
