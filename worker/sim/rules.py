@@ -285,8 +285,22 @@ def parse_lines(params: Mapping[str, str]) -> list[Line]:
 # -- answer formats ----------------------------------------------------------------------------------
 
 
+#: Members a line, by the C encoder (``indent`` would take json's Python encoder: ~3 ms an answer of 500 numbers).
+_LINES = json.JSONEncoder(ensure_ascii=False, separators=(",\n", ": "))
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _dumps(obj: object) -> str:
-    """JSON as the provider writes it: one member a line, no indentation (``{\n"id": 33,\n"cnt": 1\n}``)."""
+    """JSON as the provider writes it: one member a line, no indentation (``{\n"id": 33,\n"cnt": 1\n}``) —
+    ``json.dumps(obj, ensure_ascii=False, indent=0)``, text for text."""
+    if isinstance(obj, dict) and obj and all(type(k) is str for k in obj):
+        if all(isinstance(v, _SCALARS) for v in obj.values()):
+            return "{\n" + _LINES.encode(obj)[1:-1] + "\n}"
+        return "{\n" + ",\n".join(_LINES.encode(k) + ": " + _dumps(v) for k, v in obj.items()) + "\n}"
+    if isinstance(obj, list | tuple) and obj:
+        return "[\n" + ",\n".join(_dumps(v) for v in obj) + "\n]"
+    if isinstance(obj, _SCALARS) or obj == {} or obj == [] or obj == ():
+        return _LINES.encode(obj)
     return json.dumps(obj, ensure_ascii=False, indent=0)
 
 

