@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from worker.sim.rules import _dumps
 from worker.sim.transport import _pairs
 
-_FORM_BYTES = list(b"%&=+abcXYZ019fF") + [0x20, 0x7F, 0x80, 0x9F, 0xD0, 0xFF]
+_FORM_BYTES = [*b"%&=+abcXYZ019fF", 0x20, 0x7F, 0x80, 0x9F, 0xD0, 0xFF]
 
 
 @settings(max_examples=3000)
