@@ -50,10 +50,20 @@ class SendReport:
         The provider echoes a number it auto-corrected in the corrected form (``89001234567`` comes
         back as ``79001234567``): see :mod:`worker.smsc.phones`. A phone with no report is absent.
         """
-        index = echo_index(phones)
+        ours_list = list(phones)
+        # The usual batch: numbers of digits only, echoed as sent. Then an echo found among them is what
+        # echo_index would answer for it (a number's digits are itself), and the full index (each
+        # number's provider spelling) is built only for an echo that is not.
+        index: dict[str, str] | None = None
+        exact = {p: p for p in ours_list} if all(p.isascii() and p.isdigit() for p in ours_list) else None
         out: dict[str, PhoneReport] = {}
         for report in self.phones:
-            ours = index.get(report.phone.lstrip("+"))
+            echo = report.phone.lstrip("+")
+            ours = exact.get(echo) if exact is not None else None
+            if ours is None:
+                if index is None:
+                    index = echo_index(ours_list)
+                ours = index.get(echo)
             if ours is not None:
                 out.setdefault(ours, report)
         return out

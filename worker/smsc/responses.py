@@ -239,10 +239,14 @@ def _read_json(body: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------
 
 
+#: "No status, no error" as the provider writes it (or leaves it out).
+_ZERO = frozenset({None, "0", ""})
+
+
 def _phone_report(raw: Mapping[str, Any]) -> PhoneReport:
     # The provider gives the cost only when there was no error, and status/error only on errors.
     phone, cost, mccmnc = raw.get("phone"), raw.get("cost"), raw.get("mccmnc")
-    if type(phone) is str and type(cost) is str and raw.get("status") is None and raw.get("error") is None:
+    if type(phone) is str and type(cost) is str and raw.get("status") in _ZERO and raw.get("error") in _ZERO:
         # The usual case, a hundred times a batch: a number taken at a price (what the rest checks, cheaper).
         number, price = phone.strip(), _decimal_of(cost)
         if number and price is not None:
