@@ -212,7 +212,8 @@ class Guards:
         """Per phone: 0 if admitted now (and counted), else the server time (ms) it may be sent from."""
         if not phones:
             return []
-        keys = [self.keys.flood(login, _digits(p)) for p in phones]
+        prefix = self.keys.flood(login, "")  # the login's flood prefix once, not a key built per phone
+        keys = [prefix + _digits(p) for p in phones]
         out = self.scripts.flood(keys=keys, args=[clock_arg(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
         return [int(x) for x in out]
 

@@ -130,6 +130,7 @@ class SmscClient:
         if timeout_s <= 0 or max_connections < 1:
             raise ValueError("timeout_s must be > 0 and max_connections >= 1")
         self.timeout_s = timeout_s
+        self._urls: dict[str, httpx.URL] = {}
         base = base_url.rstrip("/")
         self._transport = transport or DeadlineTransport(base_url=base, max_connections=max_connections)
         self._http = httpx.Client(
@@ -139,6 +140,18 @@ class SmscClient:
             follow_redirects=False,  # a redirected POST would be re-sent as a GET without its body
             trust_env=False,  # no ~/.netrc credentials; proxies from the environment: DeadlineTransport
         )
+
+    @functools.cached_property
+    def _headers(self) -> httpx.Headers:
+        """The client's headers (User-Agent, Accept…) and the form's Content-Type: every POST's."""
+        return httpx.Headers({**self._http.headers, **_FORM})
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of an API path (the client's merging, once a path)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._http.build_request("POST", path).url
+        return url
 
     def __repr__(self) -> str:
         return f"SmscClient(base_url={str(self._http.base_url)!r}, auth={'/'.join(self._auth)})"
@@ -287,9 +300,11 @@ class SmscClient:
         try:
             with deadline(deadline_at):
                 left = deadline_at - time.monotonic()
-                request = self._http.build_request(
-                    "POST", path, content=form_body({**params, **self._auth}), headers=_FORM,
-                    timeout=httpx.Timeout(left, connect=min(_CONNECT_S, left)),
+                # Built here, not by the client's build_request: its URL merging and header merging
+                # cost more than the request's own encoding; the URL and headers are the same each time.
+                request = httpx.Request(
+                    "POST", self._url(path), content=form_body({**params, **self._auth}), headers=self._headers,
+                    extensions={"timeout": httpx.Timeout(left, connect=min(_CONNECT_S, left)).as_dict()},
                 )
                 # Straight to the transport: the client's layers around it (cookies, redirects, auth, its
                 # INFO line) are nothing this API uses, and cost a batch more CPU than the request itself.
