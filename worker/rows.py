@@ -35,6 +35,7 @@ import codecs
 import csv
 import datetime as dt
 import difflib
+import functools
 import hashlib
 import io
 import itertools
@@ -52,12 +53,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import charset_normalizer
 import jinja2
-import openpyxl
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from openpyxl.utils.exceptions import InvalidFileException
 
 from scheduler.intake import MAX_LINE_BYTES, IntakeError, InvalidPhone, Rejected, normalize_phone
 from worker.smsc.encoding import validate_sender
@@ -506,14 +505,21 @@ def _zone(v: object, now: dt.datetime) -> tuple[float | None, str | None]:
 
 _XLSX_SUFFIXES = (".xlsx", ".xlsm", ".xltx", ".xltm")
 _SAMPLE_BYTES = 64 * 1024
-#: Bytes of a CSV read at a time (whole lines of them handed on at once).
-_BLOCK_BYTES = 64 * 1024
 """Bytes read first to tell the encoding and the delimiter; where they are all ASCII, the encoding is
 told by the first line that is not (until then every candidate reads the same)."""
+#: Bytes of a CSV read at a time (whole lines of them handed on at once).
+_BLOCK_BYTES = 64 * 1024
 _DELIMITERS = (";", "\t", ",")  # on a tie, in this order: Excel in Russia writes ';', names hold commas
-# What a malformed workbook makes openpyxl raise (its parsers raise what they meet, it translates nothing).
-_XLSX_ERRORS = (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, TypeError, IndexError,
-                SyntaxError, OSError, EOFError, zlib.error)
+
+
+@functools.cache
+def _xlsx_errors() -> tuple[type[BaseException], ...]:
+    """What a malformed workbook makes openpyxl raise (its parsers raise what they meet, it translates
+    nothing). openpyxl is imported for a workbook only: ~50 ms that a CSV's enqueue does not wait for."""
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    return (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, TypeError, IndexError, SyntaxError,
+            OSError, EOFError, zlib.error)
 
 
 class Table:
@@ -933,8 +939,10 @@ def _open_xlsx(name: str) -> Table:
         while data := f.read(1 << 20):
             sha.update(data)
         f.seek(0)
+        import openpyxl
+
         wb = openpyxl.load_workbook(f, read_only=True, data_only=True)
-    except _XLSX_ERRORS as exc:
+    except _xlsx_errors() as exc:
         f.close()
         raise IntakeError(f"{name}: not a readable .xlsx workbook: {_first_line(exc)}") from exc
 
@@ -967,7 +975,7 @@ def _xlsx_rows(it: Iterator[tuple[object, ...]], name: str) -> Iterator[tuple[in
             values = next(it)
         except StopIteration:
             return
-        except _XLSX_ERRORS as exc:
+        except _xlsx_errors() as exc:
             raise IntakeError(f"{name}: row {line_no + 1}: cannot read: {_first_line(exc)}") from exc
         line_no += 1
         cells = [_cell_text(v) for v in values]
