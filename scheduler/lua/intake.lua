@@ -22,25 +22,39 @@ if KEYS[2] then
   if c[1] ~= 'planning' or c[2] ~= ARGV[3] then return 0 end
   redis.call('HSET', KEYS[2], 'lease_until', int_s(clock_ms(ARGV[5]) + tonumber(ARGV[4])))
 end
-local out, n = {}, 0
+local keys, n = {}, 0
+for key in string.gmatch(ARGV[1], '[^,]+') do n = n + 1; keys[n] = key end
+local out = {}
 if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
-  local stop = {}
-  for s in string.gmatch(ARGV[6] .. ',', '([^,]*),') do stop[#stop + 1] = s end
-  for key in string.gmatch(ARGV[1], '[^,]+') do
-    n = n + 1
-    local s = stop[n]
-    if s == nil or s == '' then s = key end
-    if redis.call('HEXISTS', KEYS[3], s) == 1 then
-      out[n] = 's'
-    else
-      out[n] = redis.call('SADD', KEYS[1], key) == 1 and '1' or '0'
+  local stop, i = {}, 0
+  for s in string.gmatch(ARGV[6] .. ',', '([^,]*),') do i = i + 1; stop[i] = s end
+  for j = 1, n do
+    local s = stop[j]
+    if s == nil or s == '' then s = keys[j] end
+    if redis.call('HEXISTS', KEYS[3], s) == 1 then out[j] = 's' end
+  end
+end
+-- The dedup, 500 keys a call (one call a key cost a third more of the server's time): which were seen
+-- before (SMISMEMBER), then one SADD of the new ones; a key twice in the chunk is new the first time.
+local fresh = {}
+for lo = 1, n, 500 do
+  local hi = math.min(lo + 499, n)
+  local seen = redis.call('SMISMEMBER', KEYS[1], unpack(keys, lo, hi))
+  local add, a = {}, 0
+  for j = lo, hi do
+    if out[j] == nil then
+      local key = keys[j]
+      if seen[j - lo + 1] == 1 or fresh[key] then
+        out[j] = '0'
+      else
+        out[j] = '1'
+        fresh[key] = true
+        a = a + 1
+        add[a] = key
+      end
     end
   end
-else
-  for key in string.gmatch(ARGV[1], '[^,]+') do
-    n = n + 1
-    out[n] = redis.call('SADD', KEYS[1], key) == 1 and '1' or '0'
-  end
+  if a > 0 then redis.call('SADD', KEYS[1], unpack(add)) end
 end
 local ttl = tonumber(ARGV[2] or '')
 if ttl and n > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end

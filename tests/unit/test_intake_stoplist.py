@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.intake import InvalidPhone, normalize_phone, phone_key
 from scheduler.keys import Keys
+from scheduler.scripts import Scripts
 from scheduler.stoplist import StopList, stop_key
 
 ACCT = "acct"
@@ -103,3 +104,23 @@ def test_the_intake_keys_are_the_stop_keys_where_they_differ_from_the_dedup_keys
     entries = joined.split(",") if phones else []
     assert len(entries) == len(phones)
     assert [e or k for e, k in zip(entries, dedup, strict=True)] == [stop.key_of(p) for p in phones]
+
+
+@settings(max_examples=100, deadline=None)
+@given(calls=st.lists(st.lists(st.integers(0, 30).map(lambda i: f"7900{i:07d}"), max_size=1_200), min_size=1,
+                      max_size=4))
+def test_the_dedup_script_answers_as_one_sadd_a_key_would(redis_server, calls: list[list[str]]) -> None:
+    # intake.lua asks 500 keys at a time (SMISMEMBER, then one SADD): a key is new the first time it is
+    # seen, in this call (earlier in the chunk) or an earlier one, exactly as a SADD per key would say.
+    r = redis_server.client()
+    r.delete("t:seen")
+    script = Scripts(r).intake
+    model: set[str] = set()
+    for keys in calls:
+        expected = ""
+        for k in keys:
+            expected += "0" if k in model else "1"
+            model.add(k)
+        assert script(keys=["t:seen"], args=[",".join(keys), 60_000]).decode() == expected
+    assert {m.decode() for m in r.smembers("t:seen")} == model
+    r.delete("t:seen")
