@@ -107,7 +107,12 @@ def dispatch_step(rt: Runtime) -> dict[str, int]:
     swept = rt.ledger.sweep()
     # Messages still waiting: the workers are all busy (their runs take the next batches themselves);
     # more messages would only wait too. Otherwise hand out up to the window (a new campaign, idle workers).
-    claimed = _feed(s.smsc_window) if not messages_waiting(rt) else 0
+    # Messages still waiting, or a run that had to yield to one lately: every pool process is busy, and
+    # the runs take the due batches themselves; more messages would only wait, or end runs. Otherwise
+    # hand out up to the window (a new campaign, idle processes, a worker that joined).
+    claimed = 0
+    if not messages_waiting(rt) and not rt.redis.exists(busy_key(rt)):
+        claimed = _feed(s.smsc_window)
     if swept or claimed:
         log.info("dispatch: %d batches out, %d taken back from expired leases", claimed, swept)
     return {"claimed": claimed, "swept": swept}
@@ -133,7 +138,7 @@ def webhooks_step(rt: Runtime, client: httpx.Client) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------ the runs
 
 #: A run's budget: after this, a task takes no next batch (its successor does: :func:`_feed`).
-RUN_S = 3.0
+RUN_S = 10.0
 #: The refs a run's result names (Flower's result column); the count covers every batch.
 _RUN_REFS_SHOWN = 40
 
@@ -146,9 +151,10 @@ class Run:
     events, the pool's hand-over, the ack) costs a worker about as much CPU as sending a batch of 100
     does (README, "Speed"); a run pays it once for many batches. A claim in the run takes exactly what
     a message would have carried — the same claim script, lanes and fair share, urgent first, within
-    the window — so the order of sending, the lag and the guards are those of one task per batch. A
-    waiting message (a batch the clock handed out, a status poll, an enqueue) ends the run after its
-    current batch: it is never kept waiting behind one."""
+    the window — so the order of sending and the guards are those of one task per batch. A message
+    still waiting one batch after it was seen (a batch the clock handed out, a status poll, an enqueue:
+    no idle process took it) ends the run after its current batch, so it waits behind one batch at most;
+    and the dispatcher, told that every process is busy, hands out no more for a while (:func:`busy_key`)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -156,6 +162,7 @@ class Run:
         self.deadline = time.monotonic() + min(RUN_S, rt.settings.lease_s / 10)
         self.ended_by_budget = False
         self.last = False
+        self.waiting = False
 
     def add(self, res: BatchResult) -> None:
         self.results.append(res)
@@ -177,15 +184,41 @@ class Run:
             if not ask_apart:
                 pipe.llen(queue_name(ns))
                 pipe.llen(urgent_queue_name(ns))
-            rt.ledger.claim_on(pipe, window=s.smsc_window, claim_lease_ms=int(s.lease_s * 1000) * 2, max_claim=1)
+            # A run replaces the batch it just finished: it holds one batch in hand at a time, whatever
+            # the dispatcher's messages hold beside it; twice the window keeps those from starving it.
+            rt.ledger.claim_on(pipe, window=2 * s.smsc_window, claim_lease_ms=int(s.lease_s * 1000) * 2,
+                               max_claim=1)
             replies = pipe.execute()
         except redis.RedisError as exc:  # whatever the claim took comes back after its claim lease
             log.warning("run: next batch not claimed (%s); the run ends", exc)
             return None
         refs = rt.ledger.claimed(replies[-1])
-        if not ask_apart and (replies[0] or replies[1]):
-            self.last = True  # a message waits: it gets this process after this batch
-        return refs[0] if refs else None
+        if not ask_apart:
+            self._saw_waiting(int(replies[0]) + int(replies[1]))
+        if not refs:  # nothing due for this process: idle ones may take what the dispatcher hands out
+            with contextlib.suppress(redis.RedisError):
+                rt.redis.delete(busy_key(rt))
+            return None
+        return refs[0]
+
+    def _saw_waiting(self, waiting: int) -> None:
+        """Messages still waiting a batch later (no idle process took them) end as many runs, each after
+        its current batch — one run for each message, counted across the runs (a key that lives half a
+        second) — and tell the dispatcher that every process is busy (:func:`busy_key`): for a while it
+        hands out no more messages, which would only end runs too."""
+        if waiting and self.waiting:
+            rt = self.rt
+            try:
+                pipe = rt.redis.pipeline(transaction=False)
+                pipe.incr(yields_key(rt))
+                pipe.pexpire(yields_key(rt), _YIELDS_MS, nx=True)
+                taken = int(pipe.execute()[0])
+                if taken <= waiting:
+                    self.last = True
+                    rt.redis.set(busy_key(rt), b"1", px=_BUSY_MS)
+            except redis.RedisError:
+                self.last = True  # the safe reading: give the process to the message
+        self.waiting = waiting > 0
 
     def summary(self) -> dict[str, Any]:
         """The task's result: what Flower shows of the run (verdict of its first batch, totals of all)."""
@@ -194,6 +227,22 @@ class Run:
         return {"verdict": rs[0].verdict.value, "batches": len(rs), "sent": sum(r.sent for r in rs),
                 "failed": sum(r.failed for r in rs), "held": sum(r.held for r in rs),
                 "refs": refs + ([f"... {len(rs) - len(refs)} more"] if len(rs) > len(refs) else [])}
+
+
+def busy_key(rt: Runtime) -> str:
+    """Set by a run that yielded to a message no idle process took: every pool process is busy."""
+    return f"{rt.keys.meta}:workers-busy"
+
+
+#: How long the dispatcher holds back after a run yielded (a new worker's processes join after this).
+_BUSY_MS = 10_000
+#: How long the count of runs yielding to the waiting messages lasts (about two batches).
+_YIELDS_MS = 500
+
+
+def yields_key(rt: Runtime) -> str:
+    """How many runs have yielded to the messages waiting now (one each): :meth:`Run._saw_waiting`."""
+    return f"{rt.keys.meta}:runs-yielding"
 
 
 def messages_waiting(rt: Runtime) -> int | None:
