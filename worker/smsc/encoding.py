@@ -42,7 +42,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "EXPLAIN_MAX_CHARS",
@@ -87,7 +87,7 @@ _UCS2_SINGLE, _UCS2_MULTI = 70, 67
 # Two regexes (C speed) instead of a loop over the characters: one finds the first character outside
 # GSM 03.38, one the extension characters. A million texts go through count_segments at intake: a
 # 60-character text took 3.5 µs (Cyrillic) / 1.7 µs (Latin) with the loop, ~1.0 µs either way now,
-# half of it building the Segments.
+# half of it building the Segments — a frozen dataclass then; a named tuple is built in a fifth of that.
 _NOT_GSM = re.compile("[^" + re.escape("".join(sorted(GSM_BASIC | GSM_EXTENDED))) + "]")
 _EXTENDED_RE = re.compile("[" + re.escape("".join(sorted(GSM_EXTENDED))) + "]")
 
@@ -96,9 +96,9 @@ _SENDER_ALPHA = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
 _SENDER_DIGITS = re.compile(r"[0-9]{1,15}")
 
 
-@dataclass(frozen=True)
-class Segments:
-    """The cost of one text: its encoding, length in characters, in units, and in SMS parts.
+class Segments(NamedTuple):
+    """The cost of one text: its encoding, length in characters, in units, and in SMS parts (immutable:
+    :func:`count_segments` hands the same one to every caller of a text).
 
     ``units`` are GSM septets (extension characters count 2) or UTF-16 code units (a character
     outside the BMP counts 2). ``parts`` is 0 for an empty text.
