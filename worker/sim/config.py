@@ -59,7 +59,8 @@ class SimConfig:
     password: str = field(default="demo-password", repr=False)
     apikey: str | None = field(default=None, repr=False)
     #: More logins of the provider (login -> password): sub-accounts or other brands, each with its own
-    #: limits (requests in flight, identical requests, status and balance limits are all per login).
+    #: limits (requests in flight, identical requests, status and balance limits are all per login). The
+    #: server's flag is ``--extra-login LOGIN=PASSWORD``, once per login (not ``--logins``).
     logins: Mapping[str, str] = field(default_factory=dict, repr=False)
     balance: Decimal = Decimal("1000000")
     price_per_part: Decimal = Decimal("1.50")

@@ -15,13 +15,14 @@ __all__ = ["WHY_MISSED", "evaluate", "render_table"]
 #: workers and the producer; see the README's Benchmark section).
 WHY_MISSED: dict[str, str] = {
     "worker_cpu": (
-        "The workers' CPU goes mostly per request, not per recipient: about 9 ms a batch plus 6 us a "
-        "recipient (from the 500 and 100 runs), so batches of 100 cost 4x the CPU of 500 for the same "
-        "recipients. py-spy at batch 100 (--profile): Celery's own work around each task ~40 % (publishing "
-        "the next batch's task 16 %, task events 13 %, broker read and ack 7 %), the HTTP client 18 %, the "
-        "ledger and guard scripts ~25 %, parsing the answer 6 %, logging 5 %. Closing it at 100 would take "
-        "several batches per Celery task, which gives up one task (and one Flower row) per batch; the "
-        "default batch size, 500, is well inside the target."),
+        "Celery's own work is no longer per batch (a smsc.send_batch task sends a run of batches until a "
+        "message waits, up to 10 s): what is left goes per request. process_batch alone, in one process on "
+        "a quiet core, costs ~1.6 ms a batch of 100 (one request through httpx/httpcore ~0.3 ms, about a "
+        "dozen Redis round trips ~0.3 ms, the recipients' flood keys, stop-list lookups and reports ~0.5 "
+        "ms); inside 20 pool processes that each wake after a 200 ms request onto 2 cores shared with Redis "
+        "and the simulator it costs ~4.5 ms (cold caches). Closing it: fewer round trips (one script for the "
+        "checks before the POST, one for the record), a leaner HTTP client, fewer processes (-c 8: 43 s, "
+        "--pool threads: 41 s per 1M at batch 100 in --quick runs)."),
     "slot_use": (
         "Between one request's answer and the next one's arrival a slot waits for: the release and the "
         "waiter's wake-up, the slot script, the flood guard (one Lua call over the batch's numbers, ~1.2 ms "
@@ -41,9 +42,11 @@ WHY_MISSED: dict[str, str] = {
         "issue 9 asks for one proof per credential set (a fingerprint in Redis, never the secret), after which "
         "every process with the same settings starts at the full cap."),
     "late_ratio": (
-        "A late answer holds its request slot until the timeout, and its batch is settled through status.php "
-        "after the horizon (a status request holds a slot too); a login that slows down after timeouts keeps "
-        "fewer requests in flight until answers come back in time."),
+        "A late answer holds its request slot until the timeout (1 s against 0.2 s), so one late answer in "
+        "five alone bounds the rate at ~0.56 of a slot-bound clean rate; its batch is then settled through "
+        "status.php after the horizon (a status request holds a slot too). The ratio fell from 0.52 while "
+        "the late rate rose (10,300 -> 11,600/s): the clean rate it is divided by grew more (19,900 -> "
+        "26,400/s, now near the slots' limit)."),
     "delivery_push": (
         "The receiver is one process (one event loop): each post is parsed, matched to its batch's sent row "
         "and waits for its group's write to Redis (AOF everysec) before its 200; Redis and the posting client "
@@ -57,24 +60,18 @@ WHY_MISSED: dict[str, str] = {
         "rule broken while the campaign was sent; an unsettled status means the poller stopped at its timeout "
         "before every message, all final at the provider, was settled."),
     "personal_intake_rate": (
-        "The producer is the limit (~18 us of its CPU a row at 1,000,000; Redis ~2 us on the other core). "
-        "py-spy of the enqueue child: scheduler/enqueue.py:PersonalBatcher.add ~34 % (urllib.parse.quote of "
-        "each text to size the request, 25 %: ~4.9 us a row, where len(b) + 2 * len(b.translate(None, "
-        "UNRESERVED)) of the UTF-8 bytes gives the same length in ~0.3 us; parts_of 6 %: count_segments a "
-        "second time after validate_message), worker/rows.py:iter_rows ~39 % (Template.render 15 %: Jinja2's "
-        "new_context ~2.7 us a row, where a template of bare {{ column }} placeholders could be concatenated "
-        "in ~0.3 us; _csv_rows 8 %; validate_message 6 %; the frozen Row dataclass 3 %), "
-        "scheduler/enqueue.py:_new_ones 10 % (StopList.contains 6 %), the start-up and the balance check "
-        "(~1.3 s: three 200 ms requests one after another) for the small file."),
+        "The producer is the limit (~7.4 us of its CPU a row at 1,000,000, start-up 0.46 s included; Redis "
+        "~2.1 us a row, its round trips overlapped by the intake's pipe). py-spy of the enqueue child: "
+        "validate_message ~23 % (count_segments 18 %), _csv_rows 16 %, PersonalBatcher.add 11 %, "
+        "normalize_phone 6 %, the batches' texts JSON 6 %, imports 5 %, Template.render 4 %. Beyond CPU: the "
+        "balance check (~0.6 s, 200 ms requests one after another) and the commit's wait for the AOF fsync "
+        "on Redis 7.0 (0.3-1.2 s)."),
     "personal_vs_bare": (
-        "The workers spend ~20 ms of CPU a batch of 500 personal texts; py-spy: httpx's form encoding of the "
-        "~190 KB body (httpx/_content.py:encode_urlencoded_data, urllib's per-byte quote of the Cyrillic "
-        "bytes) 26 %, ~5 ms a batch inside the login slot; worker/smsc/requests.py:send_params 13 % "
-        "(validate_message of each of the 500 texts 6 %, encode_list, _check_phones); "
-        "worker/sending.py:_Execution.parts 6 % (count_segments again per recipient); "
-        "worker/smsc/responses.py:parse_send 10 % (500 numbers' outcomes). At 70 batches a second that is "
-        "~1.4 cores on a 2-core machine the simulator shares; the bare generator encodes its bodies before the "
-        "clock starts."),
+        "The workers spend ~12 ms of CPU a batch of 500 personal texts (form-encoding the ~190 KB body ~1.1 "
+        "ms, checking and counting the 500 texts, parsing their 500 reports, the flood keys and stop-list "
+        "lookups of 500 numbers), Redis ~7 ms and the simulator ~11 ms, on 2 cores; the bare generator "
+        "encodes its bodies before the clock starts and runs near the 14 slots' limit. The quick size "
+        "(100,000 rows) measured 0.91."),
     "lanes_urgent_p99": (
         "An urgent batch is claimed at the next claim (after any batch ends, or the clock's second), published "
         "to <queue>.urgent, which every worker's BRPOP lists first; it still waits for the tasks a worker "
