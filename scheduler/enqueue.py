@@ -296,7 +296,7 @@ def _settled(pending: list[Entry], lines: list[int], answer: _Answer, counts: In
     """The new recipients of a chunk, by its answer; the stopped and the duplicates counted and told."""
     phones, said = answer
     new = [e for e, c in zip(pending, said, strict=True) if c == "1"]
-    stopped = said.count("s") if "s" in said else 0
+    stopped = said.count("s")
     if stopped:
         counts.suppressed += stopped
         if on_suppressed is not None:

@@ -213,21 +213,24 @@ class Ledger:
     def claim_on(self, pipe: redis.client.Pipeline, *, window: int, claim_lease_ms: int, max_claim: int) -> None:
         """:meth:`claim`, queued on ``pipe`` (beside other commands, one round trip); read its reply with
         :meth:`claimed`."""
-        self.scripts.claim(keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
-                           args=[clock_arg(None), window, claim_lease_ms, max_claim, self.urgent_extra,
-                                 self.bulk_every, ""], client=pipe)
+        self._claim_script(window, claim_lease_ms, max_claim, None, lanes=False, client=pipe)
 
     @staticmethod
     def claimed(reply: Sequence[Any]) -> list[str]:
         """The refs of a :meth:`claim_on` reply."""
         return [_s(x) for x in reply]
 
-    def _claim(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
-               lanes: bool) -> list[tuple[str, str]]:
-        got = [_s(x) for x in self.scripts.claim(
+    def _claim_script(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *, lanes: bool,
+                      client: redis.Redis | None = None) -> Any:
+        """``lua/claim.lua``, run (or, on a pipeline ``client``, queued): its raw reply."""
+        return self.scripts.claim(
             keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
             args=[clock_arg(now_ms), window, claim_lease_ms, max_claim, self.urgent_extra, self.bulk_every,
-                  "1" if lanes else ""])]
+                  "1" if lanes else ""], client=client)
+
+    def _claim(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
+               lanes: bool) -> list[tuple[str, str]]:
+        got = self.claimed(self._claim_script(window, claim_lease_ms, max_claim, now_ms, lanes=lanes))
         if not lanes:
             return [(ref, "") for ref in got]
         return list(zip(got[0::2], got[1::2], strict=True))

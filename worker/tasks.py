@@ -105,8 +105,6 @@ def dispatch_step(rt: Runtime) -> dict[str, int]:
                             ledger=rt.ledger, guards=rt.guards):
         return {"claimed": 0, "swept": 0}  # another process is recovering: next tick
     swept = rt.ledger.sweep()
-    # Messages still waiting: the workers are all busy (their runs take the next batches themselves);
-    # more messages would only wait too. Otherwise hand out up to the window (a new campaign, idle workers).
     # Messages still waiting, or a run that had to yield to one lately: every pool process is busy, and
     # the runs take the due batches themselves; more messages would only wait, or end runs. Otherwise
     # hand out up to the window (a new campaign, idle processes, a worker that joined).
@@ -149,7 +147,7 @@ class Run:
 
     Why one task sends a run of batches, not one: Celery's own work per task (the message, three task
     events, the pool's hand-over, the ack) costs a worker about as much CPU as sending a batch of 100
-    does (README, "Speed"); a run pays it once for many batches. A claim in the run takes exactly what
+    does (docs/flower.md, "Why a run"); a run pays it once for many batches. A claim in the run takes exactly what
     a message would have carried — the same claim script, lanes and fair share, urgent first, within
     the window — so the order of sending and the guards are those of one task per batch. A message
     still waiting one batch after it was seen (a batch the clock handed out, a status poll, an enqueue:
@@ -174,16 +172,14 @@ class Run:
             self.ended_by_budget = not self.last
             return None
         rt, s = self.rt, self.rt.settings
-        ns = s.smsc_namespace
-        ask_apart = s.broker_url != s.redis_url  # a broker of its own: asked apart, before the claim
+        ask_apart = not _broker_is_redis(rt)  # a broker of its own: asked apart, before the claim
         if ask_apart and messages_waiting(rt) != 0:
             return None
         try:
             # One round trip: the queues' depth and the claim.
             pipe = rt.redis.pipeline(transaction=False)
             if not ask_apart:
-                pipe.llen(queue_name(ns))
-                pipe.llen(urgent_queue_name(ns))
+                _queue_lengths(rt, pipe)
             # A run replaces the batch it just finished: it holds one batch in hand at a time, whatever
             # the dispatcher's messages hold beside it; twice the window keeps those from starving it.
             rt.ledger.claim_on(pipe, window=2 * s.smsc_window, claim_lease_ms=int(s.lease_s * 1000) * 2,
@@ -245,20 +241,33 @@ def yields_key(rt: Runtime) -> str:
     return f"{rt.keys.meta}:runs-yielding"
 
 
+def _queues(rt: Runtime) -> tuple[str, str]:
+    ns = rt.settings.smsc_namespace
+    return queue_name(ns), urgent_queue_name(ns)
+
+
+def _broker_is_redis(rt: Runtime) -> bool:
+    """The broker is the ledger's Redis: kombu keeps each queue there as a list (its length: LLEN)."""
+    return rt.settings.broker_url == rt.settings.redis_url
+
+
+def _queue_lengths(rt: Runtime, pipe: redis.client.Pipeline) -> None:
+    """Queue the LLEN of the namespace's two queues on ``pipe`` (their replies come first, in order)."""
+    for q in _queues(rt):
+        pipe.llen(q)
+
+
 def messages_waiting(rt: Runtime) -> int | None:
     """Messages in this namespace's two queues that no worker has taken yet; None when the broker could
     not say (then no run goes on, and the dispatcher hands the batches out as messages)."""
-    ns = rt.settings.smsc_namespace
     try:
-        if rt.settings.broker_url == rt.settings.redis_url:  # kombu keeps a queue as a Redis list
+        if _broker_is_redis(rt):
             pipe = rt.redis.pipeline(transaction=False)
-            pipe.llen(queue_name(ns))
-            pipe.llen(urgent_queue_name(ns))
+            _queue_lengths(rt, pipe)
             return int(sum(pipe.execute()))
         with app.connection_for_read() as conn:
             ch = conn.default_channel
-            return sum(int(ch.queue_declare(queue=q, passive=True).message_count)
-                       for q in (queue_name(ns), urgent_queue_name(ns)))
+            return sum(int(ch.queue_declare(queue=q, passive=True).message_count) for q in _queues(rt))
     except Exception as exc:  # a broker hiccup: hand out by messages until it answers again
         log.debug("queue depth unknown (%s)", exc)
         return None

@@ -188,7 +188,7 @@ class SmscClient:
         phones = [p for line in lines for p in line[0]]
         return self._request(
             SEND_PATH,
-            dict(params),
+            params,
             lambda body: parse_send(body, fmt=3, cost=3),
             request_id=request_id,
             phones=phones,
@@ -242,7 +242,7 @@ class SmscClient:
     def _request(
         self,
         path: str,
-        params: dict[str, str],
+        params: Mapping[str, str],
         parse: Callable[[str], T],
         *,
         request_id: str,
@@ -292,7 +292,7 @@ class SmscClient:
                 (time.monotonic() - started) * 1000,
             )
 
-    def _exchange(self, path: str, params: dict[str, str], deadline_at: float) -> _Answer | SmscTransportError:
+    def _exchange(self, path: str, params: Mapping[str, str], deadline_at: float) -> _Answer | SmscTransportError:
         """One POST, answer read whole by ``deadline_at``; a failure is *returned*, built from a safe text.
 
         The credentials live only in this frame, which is gone by the time the caller raises.
