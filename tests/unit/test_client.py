@@ -33,6 +33,7 @@ from worker.smsc.errors import (
     SmscUnknownOutcome,
 )
 from worker.smsc.reports import CostReport, PhoneReport, SendReport, StatusReport
+from worker.smsc.requests import send_params
 
 PASSWORD = "s3cr3t-Pa55word!"
 APIKEY = "k3y-abcdef0123456789"
@@ -99,7 +100,7 @@ class Recorder:
 
 
 def test_client_public_surface_is_pinned() -> None:
-    assert client_module.__all__ == ["SmscClient"]
+    assert client_module.__all__ == ["Prepared", "SmscClient"]
 
 
 # -- requests ------------------------------------------------------------------------------------------
@@ -136,6 +137,18 @@ def test_send_posts_a_form_with_credentials_only_in_the_body() -> None:
             PhoneReport("79990000002", "25001", Decimal("1.50"), 0, 0),
         ),
     )
+
+
+def test_a_prepared_body_is_the_same_request_and_never_shows_the_password() -> None:
+    rec = Recorder()
+    with make_client(rec) as client:
+        params = send_params(lines=LINES, request_id="b-1", sender="ACME")
+        prepared = client.prepare(params)
+        assert PASSWORD not in repr(prepared) and "psw" not in repr(prepared)
+        client.send(lines=LINES, request_id="b-1", sender="ACME", params=params, prepared=prepared)
+        client.send(lines=LINES, request_id="b-1", sender="ACME")
+    first, second = rec.requests
+    assert first.content == second.content and form(first)["psw"] == PASSWORD
 
 
 def test_apikey_replaces_login_and_password() -> None:
@@ -684,7 +697,7 @@ def test_a_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -
 def test_deadline_public_surface_is_pinned() -> None:
     from worker.smsc import deadline
 
-    assert sorted(deadline.__all__) == ["DeadlineTransport", "deadline", "time_left"]
+    assert sorted(deadline.__all__) == ["DeadlineTransport", "deadline", "proxy_for", "time_left"]
     assert deadline.time_left() is None
     with deadline.deadline(time.monotonic() + 10):
         left = deadline.time_left()

@@ -40,7 +40,7 @@ from typing import Final, NamedTuple, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from worker.smsc.deadline import DeadlineTransport, deadline
+from worker.smsc.deadline import deadline
 from worker.smsc.errors import (
     SmscConnectError,
     SmscError,
@@ -60,8 +60,9 @@ from worker.smsc.requests import (
     status_params,
 )
 from worker.smsc.responses import parse_balance, parse_send, parse_status
+from worker.smsc.wire import WireTransport, transport_for
 
-__all__ = ["SmscClient"]
+__all__ = ["Prepared", "SmscClient"]
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -82,6 +83,7 @@ _MAX_ANSWER_BYTES: Final = 32 * 1024 * 1024
 # Phones shown (masked) in a log line; the count is always logged.
 _LOGGED_PHONES: Final = 3
 _USER_AGENT: Final = "smsc-mailer/0.1"
+_REDIRECT_CODES: Final = frozenset({301, 302, 303, 307, 308})
 
 
 class _Answer(NamedTuple):
@@ -103,6 +105,19 @@ def _decode(body: bytes, content_type: str | None) -> str:
         except LookupError:
             pass
     return body.decode("utf-8", errors="replace")
+
+
+class Prepared:
+    """A request's form body, credentials included (:meth:`SmscClient.prepare`): held in memory only, never
+    shown (its ``repr`` says what it is, not what it holds)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Prepared request body, {len(self.data)} bytes>"
 
 
 class SmscClient:
@@ -132,7 +147,8 @@ class SmscClient:
         self.timeout_s = timeout_s
         self._urls: dict[str, httpx.URL] = {}
         base = base_url.rstrip("/")
-        self._transport = transport or DeadlineTransport(base_url=base, max_connections=max_connections)
+        self._transport = transport or transport_for(base, max_connections=max_connections)
+        self._wire = self._transport if isinstance(self._transport, WireTransport) else None
         self._http = httpx.Client(
             base_url=base,
             transport=self._transport,
@@ -145,6 +161,11 @@ class SmscClient:
     def _headers(self) -> httpx.Headers:
         """The client's headers (User-Agent, Accept…) and the form's Content-Type: every POST's."""
         return httpx.Headers({**self._http.headers, **_FORM})
+
+    @functools.cached_property
+    def _wire_headers(self) -> list[tuple[str, str]]:
+        """:attr:`_headers` as the lean transport writes them (it adds Host and Content-Length itself)."""
+        return [(k, v) for k, v in self._headers.items() if k.lower() not in ("host", "content-length")]
 
     def _url(self, path: str) -> httpx.URL:
         """The absolute URL of an API path (the client's merging, once a path)."""
@@ -170,9 +191,15 @@ class SmscClient:
 
     # -- the API ------------------------------------------------------------------------------------
 
+    def prepare(self, params: Mapping[str, str]) -> Prepared:
+        """The form body of a request of ``params`` (:func:`~worker.smsc.requests.send_params`), encoded
+        now, with the credentials: :meth:`send` (``prepared=``) then has nothing to encode — a caller
+        encodes a 500-text body before it waits for a login slot, not while it holds one."""
+        return Prepared(form_body({**params, **self._auth}))
+
     def send(self, *, lines: Sequence[AnyLine], request_id: str, sender: str | None = None,
              on_answer: Callable[[], None] | None = None, options: SendOptions | None = None,
-             params: Mapping[str, str] | None = None) -> SendReport:
+             params: Mapping[str, str] | None = None, prepared: Prepared | None = None) -> SendReport:
         """Send ``lines`` (``(phones, text)`` pairs, or ``(phones, text, sender)``) as one request with the
         deterministic ``request_id``; ``options``: the provider's options of the campaign.
 
@@ -181,7 +208,8 @@ class SmscClient:
         as the exchange is over (answer read, or the request failed), before the answer is parsed: the
         caller's slot of requests in flight can go to the next request meanwhile. ``params``: what
         ``send_params`` gave for these same arguments (a caller that already built them, for their
-        fingerprint, spares building and checking 500 texts twice).
+        fingerprint, spares building and checking 500 texts twice); ``prepared``: :meth:`prepare` of
+        those params.
         """
         if params is None:
             params = send_params(lines=lines, request_id=request_id, sender=sender, options=options)
@@ -193,6 +221,7 @@ class SmscClient:
             request_id=request_id,
             phones=phones,
             on_answer=on_answer,
+            prepared=prepared,
         )
 
     def cost(self, *, lines: Sequence[AnyLine], sender: str | None = None,
@@ -248,13 +277,15 @@ class SmscClient:
         request_id: str,
         phones: Sequence[str],
         on_answer: Callable[[], None] | None = None,
+        prepared: Prepared | None = None,
     ) -> T:
-        """POST ``params`` + credentials to ``path`` within the deadline, read the answer, log one line."""
+        """POST ``params`` + credentials (or their ``prepared`` body) to ``path`` within the deadline, read
+        the answer, log one line."""
         started = time.monotonic()
         outcome = "?"
         try:
             try:
-                answer = self._exchange(path, params, started + self.timeout_s)
+                answer = self._exchange(path, params, started + self.timeout_s, prepared)
             finally:
                 if on_answer is not None:
                     on_answer()
@@ -292,31 +323,35 @@ class SmscClient:
                 (time.monotonic() - started) * 1000,
             )
 
-    def _exchange(self, path: str, params: Mapping[str, str], deadline_at: float) -> _Answer | SmscTransportError:
+    def _exchange(self, path: str, params: Mapping[str, str], deadline_at: float,
+                  prepared: Prepared | None = None) -> _Answer | SmscTransportError:
         """One POST, answer read whole by ``deadline_at``; a failure is *returned*, built from a safe text.
 
         The credentials live only in this frame, which is gone by the time the caller raises.
         """
+        body = prepared.data if prepared is not None else form_body({**params, **self._auth})
+        if self._wire is not None:
+            return self._exchange_wire(self._wire, path, body, deadline_at)
         try:
             with deadline(deadline_at):
                 left = deadline_at - time.monotonic()
                 # Built here, not by the client's build_request: its URL merging and header merging
                 # cost more than the request's own encoding; the URL and headers are the same each time.
                 request = httpx.Request(
-                    "POST", self._url(path), content=form_body({**params, **self._auth}), headers=self._headers,
+                    "POST", self._url(path), content=body, headers=self._headers,
                     extensions={"timeout": httpx.Timeout(left, connect=min(_CONNECT_S, left)).as_dict()},
                 )
                 # Straight to the transport: the client's layers around it (cookies, redirects, auth, its
                 # INFO line) are nothing this API uses, and cost a batch more CPU than the request itself.
                 response = self._transport.handle_request(request)
                 try:
-                    body = bytearray()
+                    answer = bytearray()
                     for chunk in response.iter_bytes():
-                        body += chunk
+                        answer += chunk
                         # A socket is bounded by the deadline itself; this bounds in-process transports.
                         if time.monotonic() > deadline_at:
                             return self._late(path)
-                        if len(body) > _MAX_ANSWER_BYTES:
+                        if len(answer) > _MAX_ANSWER_BYTES:
                             return SmscUnknownOutcome(f"{path}: answer longer than {_MAX_ANSWER_BYTES} bytes")
                 finally:
                     response.close()
@@ -326,13 +361,34 @@ class SmscClient:
                 response.status_code,
                 response.headers.get("retry-after"),
                 response.is_redirect,
-                _decode(bytes(body), response.headers.get("content-type")),
+                _decode(bytes(answer), response.headers.get("content-type")),
             )
         except _NEVER_LEFT as exc:
             return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
         except httpx.HTTPError as exc:
             # Read/write timeouts, resets, cut or undecodable answers, and anything else we cannot place:
             # the provider may have taken the request.
+            if time.monotonic() >= deadline_at:
+                return self._late(path, type(exc).__name__)
+            return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")
+
+    def _exchange_wire(self, wire: WireTransport, path: str, body: bytes,
+                       deadline_at: float) -> _Answer | SmscTransportError:
+        """:meth:`_exchange` on the lean transport (no httpx request or response built); the same
+        errors, classified the same way."""
+        try:
+            with deadline(deadline_at):
+                left = deadline_at - time.monotonic()
+                status, headers, answer = wire.post(self._url(path).raw_path.decode("ascii"), body,
+                                                    self._wire_headers, connect_timeout=min(_CONNECT_S, left),
+                                                    timeout=left)
+            if time.monotonic() > deadline_at:
+                return self._late(path)
+            return _Answer(status, headers.get("retry-after"), status in _REDIRECT_CODES and "location" in headers,
+                           _decode(answer, headers.get("content-type")))
+        except _NEVER_LEFT as exc:
+            return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
+        except httpx.HTTPError as exc:
             if time.monotonic() >= deadline_at:
                 return self._late(path, type(exc).__name__)
             return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")

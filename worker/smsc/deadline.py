@@ -1,4 +1,6 @@
-"""A hard wall-clock deadline on every request: the transport under :class:`~worker.smsc.client.SmscClient`.
+"""A hard wall-clock deadline on every request: :func:`deadline`, which both transports of
+:class:`~worker.smsc.client.SmscClient` keep — :class:`~worker.smsc.wire.WireTransport` (the default) and
+:class:`DeadlineTransport` here (httpx's own, used behind a proxy: :func:`worker.smsc.wire.transport_for`).
 
 httpx's timeouts bound each socket operation, not the request: an answer trickled a byte at a time
 never trips a 1 s read timeout and kept ``send()`` running for 14 s. A worker that gives up later than
@@ -30,7 +32,7 @@ from typing import Any, Final
 import httpcore
 import httpx
 
-__all__ = ["DeadlineTransport", "deadline", "time_left"]
+__all__ = ["DeadlineTransport", "deadline", "proxy_for", "time_left"]
 
 _deadline: ContextVar[float | None] = ContextVar("smsc_request_deadline", default=None)
 
@@ -161,7 +163,7 @@ class _Body(httpx.SyncByteStream):
             close()
 
 
-def _proxy_for(base_url: str) -> httpcore.Proxy | None:
+def proxy_for(base_url: str) -> httpcore.Proxy | None:
     """The proxy the environment names for ``base_url`` (``NO_PROXY`` honoured), as httpx reads it."""
     url = httpx.URL(base_url)
     if urllib.request.proxy_bypass(url.host):
@@ -183,7 +185,7 @@ class DeadlineTransport(httpx.BaseTransport):
     def __init__(self, *, base_url: str, max_connections: int, keepalive_expiry_s: float = 5.0) -> None:
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
-            proxy=_proxy_for(base_url),
+            proxy=proxy_for(base_url),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry_s,
