@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import redis
 
 from scheduler.keys import Keys
 from scheduler.keys import text as _s
-from scheduler.scripts import Scripts, clock_arg
+from scheduler.scripts import Arg, Scripts, clock_arg
 
 __all__ = [
     "AccountPolicy",
@@ -43,6 +44,8 @@ __all__ = [
     "Guards",
     "SlotResult",
     "StatusPolicy",
+    "Take",
+    "TakeVerdict",
 ]
 
 #: Wake-ups kept for slot waiters (one a released slot): no more than slots can come free at once.
@@ -150,6 +153,28 @@ class StatusPolicy:
     strict_mass: bool = False
 
 
+class TakeVerdict(StrEnum):
+    """What :meth:`Guards.take` did. BUSY and CLOSED took nothing; every other one holds the slot."""
+
+    BUSY = "busy"  # every slot in use: wait for one (Guards.wait_for_slot)
+    CLOSED = "closed"  # the account must not send now
+    SEND = "send"  # every recipient admitted, the dedup set, the intent written: POST now
+    DEDUPLICATED = "deduplicated"  # the identical request left less than a minute ago
+    LOST = "lost"  # the execution no longer owns the batch
+    SCREENED = "screened"  # some recipient stop-listed or held: build the request again for the rest
+
+
+@dataclass(frozen=True)
+class Take:
+    verdict: TakeVerdict
+    sent_ms: int = 0
+    settle_after_ms: int = 0
+    wait_ms: int = 0
+    #: SCREENED: per recipient, stop-listed; and 0 (admitted, counted) or the time it may be sent from.
+    stopped: list[bool] = field(default_factory=list)
+    waits: list[int] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class AccountVerdict:
     state: AccountStatus
@@ -216,6 +241,48 @@ class Guards:
         keys = [prefix + _digits(p) for p in phones]
         out = self.scripts.flood(keys=keys, args=[clock_arg(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
         return [int(x) for x in out]
+
+    def take(self, login: str, token: str, *, lease_ms: int, cap: int, probe: bool, ref: str, fingerprint: str,
+             phones: Sequence[str], stop_key: str, stop_fields: Sequence[str], exec_lease_ms: int,
+             settle_margin_ms: int, window_ms: int = _MINUTE_MS, now_ms: int | None = None) -> Take:
+        """A login slot and, with it, the whole way to the POST in one round trip (``lua/take.lua``): the
+        slot (:meth:`try_slot`), the stop list and the flood guard for ``phones`` (:meth:`admit_phones`),
+        then — every one admitted, none stopped — the request dedup (:meth:`claim_send_request`) and the
+        batch's send intent (:meth:`scheduler.ledger.Ledger.mark_sending`), each deciding as it does
+        alone. ``fingerprint``: the request built for all of ``phones``; ``stop_fields``: their stop-list
+        fields (:meth:`scheduler.stoplist.StopList.key_of`)."""
+        k = self.keys
+        flood = k.flood(login, "")
+        reply = self.scripts.take(
+            keys=[k.inflight(login), k.account(login), k.probe(login), k.revoked(login), stop_key,
+                  k.send_request(login, fingerprint), k.batch(ref), k.leased, *(flood + _digits(p) for p in phones)],
+            args=[clock_arg(now_ms), token, lease_ms, cap, "1" if probe else "0", ref, window_ms, settle_margin_ms,
+                  exec_lease_ms, self.flood_policy.limit, self.flood_policy.gap_ms, *stop_fields])
+        code = int(reply[0])
+        if code == 0:
+            return Take(TakeVerdict.BUSY)
+        if code == -1:
+            return Take(TakeVerdict.CLOSED)
+        if code == 1:
+            return Take(TakeVerdict.SEND, sent_ms=int(reply[1]), settle_after_ms=int(reply[2]))
+        if code == 2:
+            return Take(TakeVerdict.DEDUPLICATED, wait_ms=int(reply[1]))
+        if code == 3:
+            return Take(TakeVerdict.LOST)
+        n = len(phones)
+        return Take(TakeVerdict.SCREENED, stopped=[int(x) == 1 for x in reply[1:1 + n]],
+                    waits=[int(x) for x in reply[1 + n:1 + 2 * n]])
+
+    def admit_phones_on(self, pipe: redis.client.Pipeline, login: str, phones: Sequence[str]) -> None:
+        """:meth:`admit_phones` (``phones`` not empty), queued on ``pipe`` (run it with
+        :meth:`scheduler.scripts.Scripts.execute`); its reply, read with :meth:`admitted`."""
+        prefix = self.keys.flood(login, "")
+        self.scripts.flood.queue(pipe, keys=[prefix + _digits(p) for p in phones],
+                                 args=[clock_arg(None), self.flood_policy.limit, self.flood_policy.gap_ms])
+
+    @staticmethod
+    def admitted(reply: Sequence[Any]) -> list[int]:
+        return [int(x) for x in reply]
 
     # -- request limits --------------------------------------------------------------------------
     def claim_send_request(self, login: str, fingerprint: str, *, window_ms: int = _MINUTE_MS) -> int:
@@ -348,15 +415,37 @@ class Guards:
         """Apply one request's outcome to the account (see :class:`Answer`). ``latency_ms``: how long a
         good answer took (the caller's monotonic clock: a duration, not a time); a slow one lowers the
         adaptive cap as an unknown outcome does."""
-        p, a, k = self.account_policy, self.adaptive_policy, self.keys
-        state, until, streak, cap = self.scripts.account(
-            keys=[k.account(login), k.inflight(login), k.revoked(login)],
-            args=[Answer(outcome).value, clock_arg(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
-                  p.max_backoff_ms, p.stop_after, p.cooldown_ms, p.errors_before_backoff,
-                  "" if latency_ms is None else int(latency_ms), a.slow_answer_ms, a.max_cap, a.decrease,
-                  a.hold_ms, a.slow_share, a.share_weight])
+        return self.account_verdict(self._account(login, outcome, now_ms=now_ms, reason=reason,
+                                                  base_backoff_ms=base_backoff_ms, latency_ms=latency_ms))
+
+    def account_outcome_on(self, pipe: redis.client.Pipeline, login: str, outcome: Answer | str, *,
+                           latency_ms: int | None = None) -> None:
+        """:meth:`account_outcome`, queued on ``pipe`` (one round trip with what else it carries: run it with
+        :meth:`scheduler.scripts.Scripts.execute`); its reply, read with :meth:`account_verdict`."""
+        k = self.keys
+        self.scripts.account.queue(pipe, keys=[k.account(login), k.inflight(login), k.revoked(login)],
+                                   args=self._account_args(login, outcome, None, "", None, latency_ms))
+
+    @staticmethod
+    def account_verdict(reply: Sequence[Any]) -> AccountVerdict:
+        state, until, streak, cap = reply
         return AccountVerdict(AccountStatus(_s(state)), int(_s(until)), int(_s(streak)),
                               float(_s(cap)) if _s(cap) else None)
+
+    def _account(self, login: str, outcome: Answer | str, *, now_ms: int | None = None, reason: str = "",
+                 base_backoff_ms: int | None = None, latency_ms: int | None = None) -> Sequence[Any]:
+        k = self.keys
+        return self.scripts.account(keys=[k.account(login), k.inflight(login), k.revoked(login)],
+                                    args=self._account_args(login, outcome, now_ms, reason, base_backoff_ms,
+                                                            latency_ms))
+
+    def _account_args(self, login: str, outcome: Answer | str, now_ms: int | None, reason: str,
+                      base_backoff_ms: int | None, latency_ms: int | None) -> list[Arg]:
+        p, a = self.account_policy, self.adaptive_policy
+        return [Answer(outcome).value, clock_arg(now_ms), reason[:300], base_backoff_ms or p.base_backoff_ms,
+                p.max_backoff_ms, p.stop_after, p.cooldown_ms, p.errors_before_backoff,
+                "" if latency_ms is None else int(latency_ms), a.slow_answer_ms, a.max_cap, a.decrease,
+                a.hold_ms, a.slow_share, a.share_weight]
 
     def account_state(self, login: str) -> AccountState:
         raw = self.r.hgetall(self.keys.account(login))

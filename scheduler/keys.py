@@ -110,6 +110,12 @@ key                             type    TTL    written by                       
 ``{ns}:dl:due``                 ZSET    -      delivery scripts (tracking), the    poller (claim)
                                                poller; member ``cid:n``, score =
                                                next status.php poll (ms)
+``{ns}:dl:grown``               SET     -      every script appending report rows  delivery tick
+                                               (``append_rows``), taken out by
+                                               tracking (``d_track``); member
+                                               ``cid:n``
+``{ns}:dl:scan``                STRING  60 s   the delivery tick's full scan       delivery tick
+                                               (a gate: once a minute)
 ``{ns}:wh:new``                 HASH    -      delivery scripts: final states      webhook cut
                                                queued per batch (ref -> items)
 ``{ns}:wh:ev``                  HASH    -      webhook cut, delivery finish: the   webhook sender
@@ -338,6 +344,17 @@ class Keys:
     @property
     def delivery_due(self) -> str:
         return self.prefix + "dl:due"
+
+    @property
+    def delivery_grown(self) -> str:
+        """Batches whose report rows grew since the delivery side tracked them (named in ``lua/_lib.lua``'s
+        ``grown_key`` too)."""
+        return self.prefix + "dl:grown"
+
+    @property
+    def delivery_scan_gate(self) -> str:
+        """Held for a minute by the tick that read every batch of every campaign (the fallback scan)."""
+        return self.prefix + "dl:scan"
 
     @property
     def webhook_new(self) -> str:

@@ -40,12 +40,14 @@ import redis
 
 from scheduler.keys import Keys, split_ref
 from scheduler.keys import text as _s
-from scheduler.scripts import Scripts, clock_arg
+from scheduler.scripts import Arg, Scripts, clock_arg
 
 __all__ = [
     "QUARANTINE_AFTER",
     "Begin",
     "BeginVerdict",
+    "Launch",
+    "LaunchVerdict",
     "Ledger",
     "Outcome",
     "Sending",
@@ -114,6 +116,23 @@ class Begin:
     def owned(self) -> bool:
         """This execution owns the batch and must record an outcome."""
         return self.verdict is BeginVerdict.OK or (self.verdict is BeginVerdict.QUARANTINE and self.settle)
+
+
+class LaunchVerdict(StrEnum):
+    SEND = "send"  # the intent is written: the request may leave
+    DEDUPLICATED = "deduplicated"  # the identical request left less than a minute ago
+    SLOT_CLOSED = "slot_closed"  # the slot may carry no new request (error 2, back-off, quiet, lost)
+    LOST = "lost"  # this execution no longer owns the batch
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The answer of :meth:`Ledger.launch`."""
+
+    verdict: LaunchVerdict
+    sending: Sending | None = None
+    #: DEDUPLICATED: ms until the identical request may leave.
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,20 +232,24 @@ class Ledger:
     def claim_on(self, pipe: redis.client.Pipeline, *, window: int, claim_lease_ms: int, max_claim: int) -> None:
         """:meth:`claim`, queued on ``pipe`` (beside other commands, one round trip); read its reply with
         :meth:`claimed`."""
-        self._claim_script(window, claim_lease_ms, max_claim, None, lanes=False, client=pipe)
+        self.scripts.claim.queue(pipe, keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
+                                 args=self._claim_args(window, claim_lease_ms, max_claim, None, lanes=False))
 
     @staticmethod
     def claimed(reply: Sequence[Any]) -> list[str]:
         """The refs of a :meth:`claim_on` reply."""
         return [_s(x) for x in reply]
 
-    def _claim_script(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *, lanes: bool,
-                      client: redis.Redis | None = None) -> Any:
-        """``lua/claim.lua``, run (or, on a pipeline ``client``, queued): its raw reply."""
-        return self.scripts.claim(
-            keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
-            args=[clock_arg(now_ms), window, claim_lease_ms, max_claim, self.urgent_extra, self.bulk_every,
-                  "1" if lanes else ""], client=client)
+    def _claim_script(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
+                      lanes: bool) -> Any:
+        """``lua/claim.lua``, run: its raw reply."""
+        return self.scripts.claim(keys=[self.keys.due, self.keys.leased, self.keys.settle_due],
+                                  args=self._claim_args(window, claim_lease_ms, max_claim, now_ms, lanes=lanes))
+
+    def _claim_args(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
+                    lanes: bool) -> list[Arg]:
+        return [clock_arg(now_ms), window, claim_lease_ms, max_claim, self.urgent_extra, self.bulk_every,
+                "1" if lanes else ""]
 
     def _claim(self, window: int, claim_lease_ms: int, max_claim: int, now_ms: int | None, *,
                lanes: bool) -> list[tuple[str, str]]:
@@ -259,11 +282,25 @@ class Ledger:
     # -- one execution -------------------------------------------------------------------------
     def begin(self, ref: str, *, token: str, exec_lease_ms: int, account: str,
               now_ms: int | None = None) -> Begin:
+        keys, args = self._begin_call(ref, token, exec_lease_ms, account, now_ms)
+        return self.begun(self.scripts.begin(keys=keys, args=args))
+
+    def begin_on(self, pipe: redis.client.Pipeline, ref: str, *, token: str, exec_lease_ms: int,
+                 account: str) -> None:
+        """:meth:`begin`, queued on ``pipe`` (run it with :meth:`scheduler.scripts.Scripts.execute`); read
+        its reply with :meth:`begun`."""
+        keys, args = self._begin_call(ref, token, exec_lease_ms, account, None)
+        self.scripts.begin.queue(pipe, keys=keys, args=args)
+
+    def _begin_call(self, ref: str, token: str, exec_lease_ms: int, account: str,
+                    now_ms: int | None) -> tuple[list[str], list[Arg]]:
         cid, _ = split_ref(ref)
         k = self.keys
-        res = self.scripts.begin(
-            keys=[k.batch(ref), k.leased, k.due, k.campaign(cid), k.account(account), k.parked(cid)],
-            args=[clock_arg(now_ms), ref, token, exec_lease_ms, self.quarantine_after])
+        return ([k.batch(ref), k.leased, k.due, k.campaign(cid), k.account(account), k.parked(cid)],
+                [clock_arg(now_ms), ref, token, exec_lease_ms, self.quarantine_after])
+
+    @staticmethod
+    def begun(res: Sequence[Any]) -> Begin:
         verdict = BeginVerdict(_s(res[0]))
         now = int(res[1])
         if verdict is BeginVerdict.OK:
@@ -287,22 +324,63 @@ class Ledger:
                                                     args=[clock_arg(now_ms), ref, token, settle_margin_ms, lease_ms])
         return Sending(bool(int(ok)), int(sent), int(after))
 
+    def launch(self, ref: str, *, token: str, login: str, fingerprint: str, slot_lease_ms: int, lease_ms: int,
+               settle_margin_ms: int, window_ms: int = 60_000, now_ms: int | None = None) -> Launch:
+        """The last step before a send request leaves, in one round trip (``lua/launch.lua``): the
+        request dedup (:meth:`scheduler.guards.Guards.claim_send_request`), the slot's last check
+        (:meth:`~scheduler.guards.Guards.renew_slot`) and the send intent (:meth:`mark_sending`), each
+        deciding as it does alone; nothing is written unless the request may leave."""
+        k = self.keys
+        reply = self.scripts.launch(
+            keys=[k.send_request(login, fingerprint), k.inflight(login), k.probe(login), k.status_inflight(login),
+                  k.revoked(login), k.account(login), k.batch(ref), k.leased],
+            args=[clock_arg(now_ms), token, ref, window_ms, slot_lease_ms, settle_margin_ms, lease_ms])
+        verdict = int(reply[0])
+        if verdict == 1:
+            return Launch(LaunchVerdict.SEND, Sending(True, int(reply[1]), int(reply[2])))
+        if verdict == 2:
+            return Launch(LaunchVerdict.DEDUPLICATED, wait_ms=int(reply[1]))
+        return Launch(LaunchVerdict.SLOT_CLOSED if verdict == 3 else LaunchVerdict.LOST)
+
     def record(self, ref: str, *, token: str, outcome: Outcome, now_ms: int | None = None,
                quarantine: str = "") -> tuple[bool, str]:
         """Apply the outcome (fenced); ``(False, "")`` when this execution no longer owns the batch."""
+        return self.recorded(self._record(ref, token, outcome, now_ms, quarantine))
+
+    def record_on(self, pipe: redis.client.Pipeline, ref: str, *, token: str, outcome: Outcome) -> None:
+        """:meth:`record`, queued on ``pipe`` (run it with :meth:`scheduler.scripts.Scripts.execute`); read
+        its reply with :meth:`recorded`."""
+        self._record(ref, token, outcome, None, "", pipe=pipe)
+
+    @staticmethod
+    def recorded(reply: Sequence[Any]) -> tuple[bool, str]:
+        ok, state = reply
+        return bool(int(ok)), _s(state)
+
+    def _record(self, ref: str, token: str, outcome: Outcome, now_ms: int | None, quarantine: str, *,
+                pipe: redis.client.Pipeline | None = None) -> Any:
         cid, _ = split_ref(ref)
         k = self.keys
-        ok, state = self.scripts.record(
-            keys=[k.batch(ref), k.leased, k.due, k.campaign(cid), k.settle_due],
-            args=[clock_arg(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
-                  "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
-                  "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,
-                  outcome.reason[:300], _one_line(quarantine)[:500], outcome.cancelled])
-        return bool(int(ok)), _s(state)
+        keys = [k.batch(ref), k.leased, k.due, k.campaign(cid), k.settle_due]
+        args = [clock_arg(now_ms), ref, token, outcome.sent, outcome.failed, outcome.sms, outcome.cost_milli,
+                "".join(outcome.rows), ",".join(outcome.remaining), outcome.due_at_ms or "",
+                "" if outcome.due_in_ms is None else outcome.due_in_ms, Settle(outcome.settle).value,
+                outcome.reason[:300], _one_line(quarantine)[:500], outcome.cancelled]
+        if pipe is not None:
+            self.scripts.record.queue(pipe, keys=keys, args=args)
+            return None
+        return self.scripts.record(keys=keys, args=args)
 
     def texts(self, ref: str) -> tuple[dict[str, str], dict[str, str]]:
         """A personal batch's own texts and senders by phone (``{}`` each for a campaign of one text)."""
-        raw = self.r.hmget(self.keys.batch(ref), ["texts", "senders"])
+        return self.texts_of(self.r.hmget(self.keys.batch(ref), ["texts", "senders"]))
+
+    def texts_on(self, pipe: redis.client.Pipeline, ref: str) -> None:
+        """:meth:`texts`, queued on ``pipe``; read its reply with :meth:`texts_of`."""
+        pipe.hmget(self.keys.batch(ref), ["texts", "senders"])
+
+    @staticmethod
+    def texts_of(raw: Sequence[Any]) -> tuple[dict[str, str], dict[str, str]]:
         return (json.loads(_s(raw[0])) if raw[0] else {}), (json.loads(_s(raw[1])) if raw[1] else {})
 
     def release(self, ref: str, *, token: str, phones: Sequence[str], due_at_ms: int = 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from importlib import resources
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 
@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "flood",
     "hold",
     "intake",
+    "launch",
     "mark_sending",
     "pause",
     "prove",
@@ -42,6 +43,7 @@ SCRIPT_NAMES = (
     "resume",
     "status_slot",
     "sweep",
+    "take",
 )
 
 #: A bulk-string reply element (``bytes``; ``str`` on a ``decode_responses`` client).
@@ -80,6 +82,15 @@ class Script(Generic[R]):
         """Run it; on a pipeline (``client``), queue it: its reply comes with the pipeline's."""
         return cast(R, self._script(keys=list(keys), args=list(args), client=client))
 
+    def queue(self, pipe: redis.client.Pipeline, *, keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> None:
+        """Queue it on ``pipe`` as a bare EVALSHA, run with :func:`execute`. A script queued through
+        redis-py's own ``Script`` makes the pipeline ask ``SCRIPT EXISTS`` first, a second round trip on
+        every execution; this one is loaded only when Redis answers that it does not know it."""
+        pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+
+    def load(self) -> None:
+        self._script.registered_client.script_load(self._script.script)
+
     def __repr__(self) -> str:
         return f"<Script {self.name}>"
 
@@ -97,6 +108,7 @@ class Scripts:
         self.quiet: Script[int] = Script(client, "quiet")
         self.rate: Script[int] = Script(client, "rate")
         self.status_slot: Script[int] = Script(client, "status_slot")
+        self.take: Script[list[int]] = Script(client, "take")
         # budget (scheduler.budget)
         self.budget: Script[list[Text | int]] = Script(client, "budget")
         # intake (scheduler.campaigns)
@@ -106,6 +118,7 @@ class Scripts:
         self.begin: Script[list[Text | int]] = Script(client, "begin")
         self.claim: Script[list[Text]] = Script(client, "claim")
         self.mark_sending: Script[list[int]] = Script(client, "mark_sending")
+        self.launch: Script[list[int]] = Script(client, "launch")
         self.record: Script[list[Text | int]] = Script(client, "record")
         self.recover: Script[list[int]] = Script(client, "recover")
         self.sweep: Script[list[int]] = Script(client, "sweep")
@@ -117,3 +130,15 @@ class Scripts:
     def all(self) -> dict[str, Script[object]]:
         """Every script by name (for tests and tools)."""
         return {name: getattr(self, name) for name in SCRIPT_NAMES}
+
+    def execute(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Execute a pipeline carrying scripts queued with :meth:`Script.queue`: one round trip. Replies in
+        order, an error in the place of a command that failed (nothing raised: every command of a
+        non-transactional pipeline runs, so the caller decides what a failed one means). When Redis did
+        not know a script (a restarted or flushed server) every script is loaded for the next call, and
+        that command's reply is the :class:`redis.exceptions.NoScriptError`: it did not run."""
+        replies = pipe.execute(raise_on_error=False)
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            for script in self.all().values():
+                script.load()
+        return list(replies)

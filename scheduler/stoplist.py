@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import Any
 
 import redis
 
@@ -182,6 +183,18 @@ class StopList:
         for i in range(0, len(fields), CHUNK):
             pipe.hmget(self.key, fields[i:i + CHUNK])
         return [v is not None for reply in pipe.execute() for v in reply]
+
+    def contains_on(self, pipe: redis.client.Pipeline, phones: Sequence[str]) -> int:
+        """:meth:`contains`, queued on ``pipe``: how many replies it queued (read them with
+        :meth:`contained`)."""
+        fields = [self.key_of(p) for p in phones]
+        for i in range(0, len(fields), CHUNK):
+            pipe.hmget(self.key, fields[i:i + CHUNK])
+        return (len(fields) + CHUNK - 1) // CHUNK
+
+    @staticmethod
+    def contained(replies: Sequence[Sequence[Any]]) -> list[bool]:
+        return [v is not None for reply in replies for v in reply]
 
     def intake_keys(self, phones: Sequence[str], dedup_keys: Sequence[str]) -> str:
         """The stop keys of ``phones`` for ``lua/intake.lua``, which checks them beside the dedup: joined

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 import httpx
 import redis
+import redis.connection
 
 from scheduler.budget import Budget
 from scheduler.campaigns import Campaigns
 from scheduler.guards import AccountPolicy, AdaptivePolicy, Guards, StatusPolicy
 from scheduler.keys import Keys, text
 from scheduler.ledger import Ledger
+from scheduler.recovery import ensure_recovered
 from scheduler.scripts import Scripts
 from scheduler.stoplist import StopList
 from worker.settings import DEFAULT_ACCOUNT, Settings, get_settings
@@ -22,8 +24,25 @@ from worker.smsc.client import SmscClient
 __all__ = ["CampaignInfo", "Runtime", "get_runtime", "redis_client"]
 
 
+#: Connections made to Redis by the clients of :func:`redis_client` in this process. A Redis server that
+#: restarted (or failed over) is only reached through a new connection: a check made while this count
+#: stood still still holds (:meth:`Runtime.recovered`).
+_connects = 0
+
+
+def _counted_connect(connection: redis.connection.AbstractConnection) -> None:
+    global _connects
+    _connects += 1
+    connection.on_connect()  # type: ignore[no-untyped-call]  # redis-py's own, when no function is given
+
+
+def connects() -> int:
+    return _connects
+
+
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30)
+    return redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=30,
+                                redis_connect_func=_counted_connect)
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,10 @@ class Runtime:
                  client: SmscClient | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
         self.redis = redis if redis is not None else redis_client(settings.redis_url)
+        #: ``connects()`` when this server's batches were last known to be settled (:meth:`recovered`);
+        #: ``None``: check every time (a client handed in: its connections are not counted).
+        self._recovered_at: int | None = None
+        self._counted = redis is None
         #: The runtimes of the other accounts (SMSC_ACCOUNTS), shared by all of them.
         self._by_account: dict[str, Runtime] = {}
         #: The HTTP transport of every client built here (tests: the simulator in-process).
@@ -90,6 +113,23 @@ class Runtime:
         if not self._proven:
             self._proven = self.guards.credentials_proven(self.login, self.client.credentials_fingerprint)
         return self._proven
+
+    def recovered(self) -> bool:
+        """True when the batches of this Redis server's life are known to be settled
+        (:func:`scheduler.recovery.ensure_recovered`); False while another process settles them.
+
+        Asked before every batch; answered without a round trip while no new connection to Redis was made
+        since it was last true: a restarted server is reached only through a new connection, and that
+        connection makes the next batch ask again. (A command that reconnects on its own, in the middle of
+        a batch, is as exposed as it was when every batch asked: the question came before it either way.)"""
+        if self._counted and self._recovered_at == _connects:
+            return True
+        at, s = _connects, self.settings
+        ok = ensure_recovered(self.redis, self.keys, deadline_s=s.smsc_timeout, horizon_s=s.smsc_settle_horizon,
+                              ledger=self.ledger, guards=self.guards)
+        if ok and self._counted:
+            self._recovered_at = at
+        return ok
 
     def mark_proven(self) -> None:
         """The provider accepted these credentials (it answered past the login check)."""
@@ -131,6 +171,7 @@ class Runtime:
             rt = self._by_account[name] = Runtime(self.settings.for_account(name), redis=self.redis,
                                                   transport=self._transport)
             rt._by_account = self._by_account
+            rt._counted = self._counted  # the same client: its connections are counted or not
         return rt
 
     def for_campaign(self, cid: str) -> Runtime:

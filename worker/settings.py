@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     # 24 h: the provider keeps trying a message for its lifetime, at most 24 h (``valid``).
     smsc_delivery_horizon: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
     smsc_delivery_chunk: int = Field(default=500, ge=1, le=5000)
+    # Status polls wait while batches are due to be sent (the sends keep the login's slots), up to this
+    # long past a poll's due time (s); 0: polls never wait for the sends.
+    smsc_delivery_yield: float = Field(default=300.0, ge=0, le=86_400)
     smsc_push_token: SecretStr | None = None
     smsc_push_verify: bool = False
     smsc_push_allow_ips: str = ""

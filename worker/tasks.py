@@ -43,13 +43,13 @@ from typing import Any
 import httpx
 import redis
 from celery import bootsteps
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_failure, task_postrun, task_prerun
 
 from scheduler.keys import split_ref
 from scheduler.recovery import ensure_recovered
 from worker.app import app, queue_name, urgent_queue_name
 from worker.delivery.config import DeliveryConfig
-from worker.delivery.poller import make_store, poll_batch, poll_due, tick
+from worker.delivery.poller import make_store, poll_batch, poll_due, sends_first, tick
 from worker.delivery.webhooks import client_for, send_due
 from worker.logs import bind, bind_batch, clear_context
 from worker.runtime import Runtime, get_runtime
@@ -118,8 +118,11 @@ def dispatch_step(rt: Runtime) -> dict[str, int]:
 
 def delivery_step(rt: Runtime) -> dict[str, int]:
     """Track sent batches, end campaigns (``delivered_final``), hand due status polls out."""
-    store = make_store(rt, DeliveryConfig.from_settings(rt.settings))
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    store = make_store(rt, cfg)
     out = tick(rt, store)
+    if sends_first(rt, store, cfg.yield_s):
+        return {**out, "polls": 0}
     refs = poll_due(rt, store, max_batches=8)  # leased: a lost message brings the batch back after the lease
     for ref in refs:
         poll_statuses.apply_async((ref,))
@@ -184,7 +187,10 @@ class Run:
             # the dispatcher's messages hold beside it; twice the window keeps those from starving it.
             rt.ledger.claim_on(pipe, window=2 * s.smsc_window, claim_lease_ms=int(s.lease_s * 1000) * 2,
                                max_claim=1)
-            replies = pipe.execute()
+            replies = rt.ledger.scripts.execute(pipe)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
         except redis.RedisError as exc:  # whatever the claim took comes back after its claim lease
             log.warning("run: next batch not claimed (%s); the run ends", exc)
             return None
@@ -446,3 +452,11 @@ def _bind_task_fields(task_id: str | None = None, task: Any = None, args: Any = 
 @task_postrun.connect
 def _clear_task_fields(**_: Any) -> None:
     clear_context()
+
+
+@task_failure.connect
+def _fresh_connections(**_: Any) -> None:
+    """A task that raised may have been stopped between a Redis request and its reply (an exception from
+    outside the code, a bug in it): this process's Redis connections start afresh, so that no reply
+    owed to that request is ever read as another's. Rare, so the reconnects cost nothing."""
+    get_runtime().redis.connection_pool.disconnect(inuse_connections=False)

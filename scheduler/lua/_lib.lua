@@ -57,8 +57,23 @@ local function rows_for(phones, state, reason)
   return table.concat(out)
 end
 
+-- The SET of batches whose report rows grew since the delivery side last tracked them ('{smsc}:<ns>:dl:grown',
+-- Keys.delivery_grown), named from the batch key's prefix ('{smsc}:<ns>:b:<cid>:<n>'; the same hash tag) —
+-- like the lane keys below, the one other exception to "keys only through KEYS": every script that appends
+-- rows marks the batch here, and the delivery tick tracks only these (delivery/_lib.lua's d_track takes a
+-- batch out of it atomically with reading its rows), instead of reading every batch of every campaign.
+local function grown_key(bkey)
+  local prefix, ref = string.match(bkey, '^(.*:)b:([^:]+:%d+)$')
+  if prefix then return prefix .. 'dl:grown', ref end
+  return nil, nil
+end
+
 local function append_rows(bkey, rows)
-  if rows ~= '' then redis.call('HSET', bkey, 'rows', (redis.call('HGET', bkey, 'rows') or '') .. rows) end
+  if rows ~= '' then
+    redis.call('HSET', bkey, 'rows', (redis.call('HGET', bkey, 'rows') or '') .. rows)
+    local gkey, ref = grown_key(bkey)
+    if gkey then redis.call('SADD', gkey, ref) end
+  end
 end
 
 -- Priority lanes (claim.lua's header has the mechanism; scheduler/keys.py the keys). Every script that
@@ -123,4 +138,75 @@ local function lane_leave_if_empty(due_key, cid, lane)
     redis.call('ZREM', prefix .. 'lanes:' .. lane, cid)
     redis.call('ZREM', prefix .. 'lanes:' .. lane .. ':wait', cid)
   end
+end
+
+-- hold.lua's body (its header says what it answers): may the held slot `token` carry a new request now?
+-- Renews its leases when `lease_ms` is given ('' = only check). k = {inflight, probe, status, revoked,
+-- login HASH}.
+local function slot_hold(k, token, now, lease_ms)
+  local lease = tonumber(redis.call('ZSCORE', k[1], token) or '0')
+  if lease <= now then return -1 end
+  if lease_ms ~= '' then
+    local lease_until = int_s(now + tonumber(lease_ms))
+    for i = 1, 4 do redis.call('ZADD', k[i], 'XX', 'GT', lease_until, token) end
+  end
+  redis.call('ZREMRANGEBYSCORE', k[4], '-inf', now)
+  if redis.call('ZSCORE', k[4], token) then return 0 end
+  local a = redis.call('HMGET', k[5], 'state', 'backoff_until', 'quiet_until')
+  if a[1] == 'stopped' or tonumber(a[2] or '0') > now or tonumber(a[3] or '0') > now then return 0 end
+  return 1
+end
+
+-- mark_sending.lua's body (its header says what it answers): the send intent, fenced by the owner token.
+local function batch_mark_sending(bkey, leased, ref, token, now, settle_margin_ms, lease_ms)
+  if redis.call('HGET', bkey, 'owner') ~= token then return {0, now, 0} end
+  if not redis.call('ZSCORE', leased, ref) then return {0, now, 0} end
+  local settle_after = now + tonumber(settle_margin_ms)
+  redis.call('HSET', bkey, 'state', 'sending', 'sent_at', int_s(now), 'settle_after', int_s(settle_after))
+  redis.call('HINCRBY', bkey, 'attempts', 1)
+  redis.call('ZADD', leased, now + tonumber(lease_ms), ref)
+  return {1, now, settle_after}
+end
+
+-- acquire.lua's body (its header says what it answers): take one of the login's slots for `token`.
+-- k = {inflight, login HASH, probe, revoked}.
+local function slot_acquire(k, token, now, lease_ms, cap, probe)
+  redis.call('ZREMRANGEBYSCORE', k[1], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', k[4], '-inf', now)
+  local a = redis.call('HMGET', k[2], 'state', 'backoff_until', 'quiet_until', 'verified', 'adaptive_cap')
+  if a[1] == 'stopped' or tonumber(a[2] or '0') > now or tonumber(a[3] or '0') > now then return -1 end
+  local adaptive = tonumber(a[5] or '')
+  if adaptive then cap = math.min(cap, math.max(1, math.floor(adaptive))) end
+  if a[4] ~= '1' then cap = 1 end
+  if redis.call('ZCARD', k[1]) >= cap then return 0 end
+  local lease_until = int_s(now + tonumber(lease_ms))
+  if probe == '1' then
+    redis.call('ZREMRANGEBYSCORE', k[3], '-inf', now)
+    if redis.call('ZCARD', k[3]) >= 1 then return 0 end
+    redis.call('ZADD', k[3], lease_until, token)
+  end
+  redis.call('ZADD', k[1], lease_until, token)
+  return 1
+end
+
+-- flood.lua's body for one phone (its header says what it answers): 0 = admitted (counted), else the
+-- server time (ms) from which it may be sent.
+local function flood_admit(key, now, limit, gap)
+  -- The first message to a number in a minute (a campaign's usual case): one call.
+  if redis.call('SET', key, '1:' .. int_s(now), 'NX', 'PX', int_s(gap)) then return 0 end
+  local v = redis.call('GET', key)
+  local count, last = 0, 0
+  if v then
+    local c, l = string.match(v, '^(%d+):(%d+)$')
+    count, last = tonumber(c), tonumber(l)
+  end
+  if v and now - last < gap then
+    if count >= limit then return last + gap end
+    -- The chain's last message never moves back (a test's stepped clock, a server clock set back).
+    local newest = math.max(last, now)
+    redis.call('SET', key, tostring(count + 1) .. ':' .. int_s(newest), 'PX', int_s(newest + gap - now))
+    return 0
+  end
+  redis.call('SET', key, '1:' .. int_s(now), 'PX', int_s(gap))
+  return 0
 end

@@ -18,21 +18,5 @@
 -- so a wrong password reaches the provider once, not once per slot. Credentials not proven yet (a new
 -- process, perhaps with a new wrong password while the account is proven with the old one) send alone
 -- among such callers. The gate is checked atomically with the take.
-local now = clock_ms(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local a = redis.call('HMGET', KEYS[2], 'state', 'backoff_until', 'quiet_until', 'verified', 'adaptive_cap')
-if a[1] == 'stopped' or tonumber(a[2] or '0') > now or tonumber(a[3] or '0') > now then return -1 end
-local cap = tonumber(ARGV[4])
-local adaptive = tonumber(a[5] or '')
-if adaptive then cap = math.min(cap, math.max(1, math.floor(adaptive))) end
-if a[4] ~= '1' then cap = 1 end
-if redis.call('ZCARD', KEYS[1]) >= cap then return 0 end
-local lease_until = int_s(now + tonumber(ARGV[3]))
-if ARGV[5] == '1' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  if redis.call('ZCARD', KEYS[3]) >= 1 then return 0 end
-  redis.call('ZADD', KEYS[3], lease_until, ARGV[1])
-end
-redis.call('ZADD', KEYS[1], lease_until, ARGV[1])
-return 1
+return slot_acquire({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, ARGV[1], clock_ms(ARGV[2]), ARGV[3], tonumber(ARGV[4]),
+                    ARGV[5])

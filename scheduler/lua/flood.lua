@@ -8,25 +8,5 @@
 -- Returns, per phone: 0 = admitted (counted), else the server time (ms) from which it may be sent.
 local now, limit, gap = clock_ms(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  local count, last = 0, 0
-  if v then
-    local c, l = string.match(v, '^(%d+):(%d+)$')
-    count, last = tonumber(c), tonumber(l)
-  end
-  if v and now - last < gap then
-    if count >= limit then
-      out[i] = last + gap
-    else
-      -- The chain's last message never moves back (a test's stepped clock, a server clock set back).
-      local newest = math.max(last, now)
-      redis.call('SET', key, tostring(count + 1) .. ':' .. int_s(newest), 'PX', int_s(newest + gap - now))
-      out[i] = 0
-    end
-  else
-    redis.call('SET', key, '1:' .. int_s(now), 'PX', int_s(gap))
-    out[i] = 0
-  end
-end
+for i, key in ipairs(KEYS) do out[i] = flood_admit(key, now, limit, gap) end
 return out

@@ -13,15 +13,4 @@
 -- not (an error 2 came since it was taken, or the account is stopped, backing off or quiet) — its
 -- lease is renewed all the same, because a request it already carries is still in flight and counts;
 -- -1 when the slot is lost (its lease ran out, or it was released): nothing is renewed, send nothing.
-local now, token = clock_ms(ARGV[2]), ARGV[1]
-local lease = tonumber(redis.call('ZSCORE', KEYS[1], token) or '0')
-if lease <= now then return -1 end
-if ARGV[3] ~= '' then
-  local lease_until = int_s(now + tonumber(ARGV[3]))
-  for i = 1, 4 do redis.call('ZADD', KEYS[i], 'XX', 'GT', lease_until, token) end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('ZSCORE', KEYS[4], token) then return 0 end
-local a = redis.call('HMGET', KEYS[5], 'state', 'backoff_until', 'quiet_until')
-if a[1] == 'stopped' or tonumber(a[2] or '0') > now or tonumber(a[3] or '0') > now then return 0 end
-return 1
+return slot_hold({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, ARGV[1], clock_ms(ARGV[2]), ARGV[3])

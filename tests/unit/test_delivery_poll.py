@@ -13,9 +13,10 @@ from pydantic import SecretStr
 
 from scheduler.campaigns import CampaignSpec
 from scheduler.delivery import DeliveryStore
+from scheduler.ledger import server_time_ms
 from worker.delivery.config import DeliveryConfig
 from worker.delivery.matching import ref_of
-from worker.delivery.poller import make_store, poll_batch, run_poller, tick
+from worker.delivery.poller import make_store, poll_batch, poll_due, run_poller, sends_first, tick
 from worker.delivery.report import REPORT_COLUMNS, campaign_state, delivery_status, report_rows
 from worker.delivery.states import state_of_status
 from worker.runtime import Runtime
@@ -167,3 +168,24 @@ def test_the_poller_keeps_below_five_status_requests_at_once(make_runtime: Calla
     summary = sim.summary()
     assert done["requests"] >= 40 and summary["peak_status_inflight"] <= 4
     assert summary["breaches"] == dict.fromkeys(summary["breaches"], 0)
+
+
+def test_polls_wait_while_batches_are_due_to_be_sent_but_never_longer_than_the_yield(
+        make_runtime: Callable[..., Runtime], redis_client: redis.Redis) -> None:
+    # A campaign sent: its batches are due for their first poll. Then a second campaign's batches are due
+    # to be sent (they would keep the login's slots): the polls wait for them, up to the yield.
+    rt = make_runtime()
+    cfg = DeliveryConfig.from_settings(rt.settings)
+    store = make_store(rt, cfg)
+    send_all(rt, 300)
+    tick(rt, store)
+    now = server_time_ms(redis_client)
+    for ref, _ in redis_client.zrange(rt.keys.delivery_due, 0, -1, withscores=True):
+        redis_client.zadd(rt.keys.delivery_due, {ref: now - 10_000})  # due 10 s ago
+    assert not sends_first(rt, store, 300)  # nothing to send: the polls go
+    spec = CampaignSpec(message="hi", parts=1, account=rt.settings.account, batch_size=100, campaign_id="c2")
+    rt.campaigns.create(spec, ((i + 1, f"+7902{i:07d}") for i in range(200)))
+    assert sends_first(rt, store, 300)  # batches due to be sent: the polls wait
+    assert not sends_first(rt, store, 10)  # the oldest poll has waited its yield: it goes
+    assert not sends_first(rt, store, 0)  # 0: polls never wait
+    assert poll_due(rt, store, max_batches=8)  # what the clock hands out when they go

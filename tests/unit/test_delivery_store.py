@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import redis
 
-from scheduler.campaigns import Campaigns
+from scheduler.campaigns import Campaigns, CampaignSpec
 from scheduler.delivery import (
     APPLIED,
     CODE_PENDING,
@@ -18,9 +20,9 @@ from scheduler.delivery import (
     Status,
     code_of,
 )
-from scheduler.keys import Keys
-from scheduler.ledger import Ledger, server_time_ms
-from tests.unit.delivery_helpers import phone, send_campaign
+from scheduler.keys import Keys, batch_ref
+from scheduler.ledger import Ledger, Outcome, server_time_ms
+from tests.unit.delivery_helpers import ACCT, phone, send_campaign
 
 
 def _store(redis_client: redis.Redis, keys: Keys, **kw: object) -> DeliveryStore:
@@ -80,6 +82,46 @@ def test_discover_tracks_batches_whose_rows_grew(redis_client: redis.Redis, keys
     due = dict(redis_client.zrange(keys.delivery_due, 0, -1, withscores=True))
     assert len(due) == 3 and all(before + 30_000 <= s <= before + 32_000 for s in due.values())
     assert int(store.fields("c1")["tracked"]) == 1200
+
+
+def test_discover_grown_tracks_exactly_the_batches_that_grew_without_reading_the_others(
+        redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, ledger: Ledger) -> None:
+    # Every script that appends rows marks its batch; tracking takes the mark out as it reads the rows.
+    refs = send_campaign(campaigns, ledger, 5, 5, hold=frozenset({1, 3}))
+    assert {x.decode() for x in redis_client.smembers(keys.delivery_grown)} == set(refs)
+    store = _store(redis_client, keys, policy=DeliveryPolicy(steps_s=(30, 90)))
+    assert store.discover_grown() == 1
+    assert redis_client.scard(keys.delivery_grown) == 0
+    assert int(store.fields("c1")["tracked"]) == 5  # both executions' rows, the held ones last
+    assert store.discover_grown() == 0 and store.discover("c1") == 0  # the full scan agrees: nothing missed
+    # A campaign sent later grows the set again; the first one's batches are not read.
+    send_campaign(campaigns, ledger, 1200, 500, cid="c2")
+    assert store.discover_grown() == 3
+    assert int(store.fields("c2")["tracked"]) == 1200 and int(store.fields("c1")["tracked"]) == 5
+
+
+def test_a_batch_that_grows_after_it_was_tracked_is_marked_again(
+        redis_client: redis.Redis, keys: Keys, campaigns: Campaigns, ledger: Ledger) -> None:
+    # The flood guard held two of five back: the first execution records three rows, a second one two more.
+    spec = CampaignSpec(message="hello", parts=1, account=ACCT, batch_size=5, campaign_id="c1")
+    campaigns.create(spec, ((i + 1, phone(i)) for i in range(5)))
+    ref = batch_ref("c1", 0)
+    store = _store(redis_client, keys)
+    for attempt, held in ((1, {phone(1), phone(3)}), (2, set())):
+        token = uuid.uuid4().hex
+        b = ledger.begin(ref, token=token, exec_lease_ms=30_000, account=ACCT)
+        assert b.owned and ledger.mark_sending(ref, token=token, lease_ms=30_000, settle_margin_ms=1_000)
+        out = Outcome()
+        for p in b.phones:
+            if p in held:
+                out.remaining.append(p)
+            else:
+                out.sent += 1
+                out.add_row(p, "sent", msg_id=f"m{attempt}", parts=1, cost="1.50")
+        assert ledger.record(ref, token=token, outcome=out)[0]
+        assert redis_client.sismember(keys.delivery_grown, ref)
+        assert store.discover_grown() == 1 and not redis_client.sismember(keys.delivery_grown, ref)
+        assert int(store.fields("c1")["tracked"]) == (3 if attempt == 1 else 5)
 
 
 def test_the_horizon_makes_the_rest_unknown_and_a_late_final_status_still_counts(
@@ -149,8 +191,10 @@ def test_memory_is_a_record_per_batch_not_a_key_per_recipient(redis_client: redi
     store.apply([Status(ref, i, 1, 0, 3, phone(i)) for ref in refs for i in range(500)])
     records = sum(len(redis_client.get(keys.delivery_record(ref)) or b"") for ref in refs)
     assert records == 5000 * 8
-    # ten records, the campaign's delivery HASH, the schedule, the outbox's new HASH
-    assert redis_client.dbsize() - keys_before == 10 + 3
+    # ten records, the campaign's delivery HASH, the schedule, the outbox's new HASH; the set of batches
+    # that grew is gone (all ten are tracked)
+    assert redis_client.dbsize() - keys_before == 10 + 3 - 1
+    assert not redis_client.exists(keys.delivery_grown)
 
 
 def test_claimed_polls_are_leased(redis_client: redis.Redis, keys: Keys, campaigns: Campaigns,

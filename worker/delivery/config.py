@@ -25,6 +25,9 @@ class DeliveryConfig:
     horizon_s: float = 86_400.0
     #: Pairs per status.php request (``SMSC_DELIVERY_CHUNK``): one batch of 500 in one request.
     chunk: int = 500
+    #: Polls wait while batches are due to be sent, up to this long past their due time
+    #: (``SMSC_DELIVERY_YIELD``, s; 0: never).
+    yield_s: float = 300.0
     #: The poll steps after a batch was sent (s); ``None``: :class:`scheduler.delivery.DeliveryPolicy`'s.
     poll_steps_s: tuple[float, ...] | None = None
     #: A secret the handler URL ends with (``SMSC_PUSH_TOKEN``: ``https://host/smsc/status/<token>``).
@@ -73,6 +76,7 @@ class DeliveryConfig:
             poll=bool(get("smsc_delivery_poll", d.poll)),
             horizon_s=float(get("smsc_delivery_horizon", d.horizon_s)),
             chunk=int(get("smsc_delivery_chunk", d.chunk)),
+            yield_s=float(get("smsc_delivery_yield", d.yield_s)),
             push_token=secret("smsc_push_token"),
             push_verify=bool(get("smsc_push_verify", d.push_verify)),
             push_allow_ips=tuple(ips) if isinstance(ips, list | tuple) else tuple(

@@ -41,7 +41,7 @@ from worker.delivery.config import DeliveryConfig
 from worker.runtime import Runtime
 from worker.smsc.errors import SmscAccountBlocked, SmscAuthError, SmscConnectError, SmscError, SmscUnknownOutcome
 
-__all__ = ["PollResult", "make_store", "poll_batch", "poll_due", "run_poller", "tick"]
+__all__ = ["PollResult", "make_store", "poll_batch", "poll_due", "run_poller", "sends_first", "tick"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _SLOT_MARGIN_MS = 5_000
 #: How long a poll waits for one of the login's status slots before the batch is due again.
 _STATUS_SLOT_WAIT_S = 2.0
+#: How often the tick reads every batch of the campaigns not final yet (:meth:`DeliveryStore.discover`).
+_FULL_SCAN_MS = 60_000
 #: A polled batch is leased this long beyond the request deadline (no other poller takes it meanwhile).
 _LEASE_MARGIN_MS = 60_000
 
@@ -75,15 +77,40 @@ def tick(rt: Runtime, store: DeliveryStore) -> dict[str, int]:
     for cid in cids:
         pipe.hget(rt.keys.delivery(cid), "state")
     states = pipe.execute()
-    tracked = finals = 0
+    tracked = store.discover_grown()
+    # Once a minute (one tick of all the workers' clocks) every batch is read as well: what a path that
+    # does not mark its batch grown appended is tracked within a minute all the same.
+    full = bool(rt.redis.set(rt.keys.delivery_scan_gate, "1", nx=True, px=_FULL_SCAN_MS))
+    finals = 0
     for cid, state in zip(cids, states, strict=True):
         if state is not None and _s(state) == "delivered_final":
             continue
-        tracked += store.discover(cid)
+        if full:
+            tracked += store.discover(cid)
         if store.finish(cid)[0] == "delivered_final":
             finals += 1
             log.info("campaign %s: delivered_final", cid)
     return {"campaigns": len(cids), "batches_tracked": tracked, "delivered_final": finals}
+
+
+def sends_first(rt: Runtime, store: DeliveryStore, yield_s: float) -> bool:
+    """Whether the status polls wait now: batches are due to be sent (they would share the login's slots
+    with the polls, and a campaign's send rate comes first), and no poll has waited ``yield_s`` past its
+    due time yet — after that the polls take their share again, so statuses are late by at most that
+    long, never starved. (One test for the namespace: with several accounts a poll of an idle one may
+    wait behind another's sends, as long at most.)"""
+    if yield_s <= 0:
+        return False
+    pipe = rt.redis.pipeline(transaction=False)
+    pipe.time()
+    pipe.zrange(store.keys.delivery_due, 0, 0, withscores=True)
+    (seconds, micros), oldest = pipe.execute()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    if not oldest or oldest[0][1] > now:
+        return False  # no poll due
+    if now - oldest[0][1] >= yield_s * 1000:
+        return False  # the oldest due poll has waited long enough
+    return int(rt.redis.zcount(rt.keys.due, "-inf", now)) > 0
 
 
 def poll_due(rt: Runtime, store: DeliveryStore, *, max_batches: int = 50) -> list[str]:
@@ -238,7 +265,9 @@ def run_poller(rt: Runtime, cfg: DeliveryConfig, stop: threading.Event, *, threa
                     log.warning("delivery tick failed: %s", exc)
                 last_tick = time.monotonic()
             # Keep ``threads`` polls in flight: a free thread takes the next due batch at once.
-            refs = poll_due(rt, store, max_batches=threads - len(running)) if len(running) < threads else []
+            refs: list[str] = []
+            if len(running) < threads and not sends_first(rt, store, cfg.yield_s):
+                refs = poll_due(rt, store, max_batches=threads - len(running))
             running |= {pool.submit(one, ref) for ref in refs}
             if not running:
                 stop.wait(idle_s)

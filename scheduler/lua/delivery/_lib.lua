@@ -44,18 +44,30 @@ local function d_track(bkey, rkey, dkey, n, now)
     bytes, count, first = tonumber(a), tonumber(b), tonumber(c)
   end
   local rows = redis.call('HGET', bkey, 'rows') or ''
+  local gkey, ref = grown_key(bkey)
+  if gkey then redis.call('SREM', gkey, ref) end -- its rows are read now: a later growth marks it again
   if #rows <= bytes then return 0, first end
   local sent_at = tonumber(redis.call('HGET', bkey, 'sent_at') or '0') or 0
   if sent_at <= 0 then sent_at = now end
   local sent_s = math.floor(sent_at / 1000)
   local new = 0
+  -- The new rows' records in one SETRANGE (the layout above: code 1, err 0, the send's time, flags 0;
+  -- a row that is not a sent one stays 8 zero bytes), not one BITFIELD a row: 500 calls a batch less.
+  local sent_rec = string.char(1, 0, math.floor(sent_s / 16777216) % 256, math.floor(sent_s / 65536) % 256,
+                               math.floor(sent_s / 256) % 256, sent_s % 256, 0, 0)
+  local zero_rec = string.rep('\0', 8)
+  local recs, last, start = {}, 0, count
   for line in string.gmatch(string.sub(rows, bytes + 1), '([^\n]*)\n') do
     if string.match(line, '^[^;]*;([^;]*);') == 'sent' then
-      d_set(rkey, count, 1, 0, sent_s, 0)
+      recs[#recs + 1] = sent_rec
+      last = #recs
       new = new + 1
+    else
+      recs[#recs + 1] = zero_rec
     end
     count = count + 1
   end
+  if last > 0 then redis.call('SETRANGE', rkey, start * 8, table.concat(recs, '', 1, last)) end
   -- A batch's age (its poll steps, its horizon) counts from its send: a campaign sent before delivery
   -- was tracked is not polled for a day from now, but once, at once, past its horizon.
   if first == 0 then first = sent_at end

@@ -15,24 +15,21 @@ __all__ = ["WHY_MISSED", "evaluate", "render_table"]
 #: workers and the producer; see the README's Benchmark section).
 WHY_MISSED: dict[str, str] = {
     "worker_cpu": (
-        "Celery's own work is no longer per batch (a smsc.send_batch task sends a run of batches until a "
-        "message waits, up to 10 s): what is left goes per request. process_batch alone, in one process on "
-        "a quiet core, costs ~1.6 ms a batch of 100 (one request through httpx/httpcore ~0.3 ms, about a "
-        "dozen Redis round trips ~0.3 ms, the recipients' flood keys, stop-list lookups and reports ~0.5 "
-        "ms); inside 20 pool processes that each wake after a 200 ms request onto 2 cores shared with Redis "
-        "and the simulator it costs ~4.5 ms (cold caches). Closing it: fewer round trips (one script for the "
-        "checks before the POST, one for the record), a leaner HTTP client, fewer processes (-c 8: 43 s, "
-        "--pool threads: 41 s per 1M at batch 100 in --quick runs)."),
+        "A batch is 4 round trips (begin, take: the slot, stop list, flood guard, dedup and intent in one "
+        "script; the slot's release; the record with the account's outcome) and one request on the lean "
+        "transport (httptools). process_batch alone costs ~0.85 ms a batch of 100 on a quiet core, ~2.6 ms "
+        "inside 20 pool processes on 2 cores shared with Redis and the simulator (cold caches after each "
+        "200 ms request). What is left: parsing the 100 reports, the rows and the batch's log line, Celery's "
+        "share of a run, the Run's claim"),
     "slot_use": (
-        "Between one request's answer and the next one's arrival a slot waits for: the release and the "
-        "waiter's wake-up, the slot script, the flood guard (one Lua call over the batch's numbers, ~1.2 ms "
-        "of Redis CPU for 500), the dedup SET, the send intent and building the request: 3-5 ms a 200 ms "
-        "request on a quiet machine. When other work shares the 2 cores (see the load average) the 16 "
-        "worker processes, Redis and the simulator queue for CPU inside that window. Taking the flood "
-        "admission out of the slot would close part of it, at the cost of the flood guard's timing margin."),
+        "Between one request's answer and the next one's arrival a slot waits for: the release, the waiter's "
+        "wake-up and one take script (the slot, the stop list and flood guard of every number, the dedup, "
+        "the intent); the request itself is built before the wait. When other work shares the 2 cores (see "
+        "the load average) the 20 worker processes, Redis and the simulator queue for CPU inside that window"),
     "vs_bare": (
         "The same gap as slot use: the bare generator has nothing between two requests; smsc-mailer runs "
-        "the guards and the intent inside the slot and the ledger, Celery and the next task outside it."),
+        "the guards and the intent inside the slot (one script) and the ledger, Celery and the next batch "
+        "outside it"),
     "lag_p99": (
         "A claimed batch waits for the broker queue (SMSC_WINDOW batches in the workers' hands: ~0.25 s at "
         "the limit with the default 32), then for a slot and the 200 ms request; CPU contention stretches "
@@ -44,9 +41,9 @@ WHY_MISSED: dict[str, str] = {
     "late_ratio": (
         "A late answer holds its request slot until the timeout (1 s against 0.2 s), so one late answer in "
         "five alone bounds the rate at ~0.56 of a slot-bound clean rate; its batch is then settled through "
-        "status.php after the horizon (a status request holds a slot too). The ratio fell from 0.52 while "
-        "the late rate rose (10,300 -> 11,600/s): the clean rate it is divided by grew more (19,900 -> "
-        "26,400/s, now near the slots' limit)."),
+        "status.php after the horizon (a status request holds a slot too). The late rate rose (10,300 -> "
+        "11,600 -> ~12,500/s) while the ratio fell (0.52 -> 0.44 -> 0.40): the clean rate it is divided by "
+        "grew more (19,900 -> 26,400 -> 31,100/s, the slots' limit)"),
     "delivery_push": (
         "The receiver is one process (one event loop): each post is parsed, matched to its batch's sent row "
         "and waits for its group's write to Redis (AOF everysec) before its 200; Redis and the posting client "
@@ -67,11 +64,14 @@ WHY_MISSED: dict[str, str] = {
         "balance check (~0.6 s, 200 ms requests one after another) and the commit's wait for the AOF fsync "
         "on Redis 7.0 (0.3-1.2 s)."),
     "personal_vs_bare": (
-        "The workers spend ~12 ms of CPU a batch of 500 personal texts (form-encoding the ~190 KB body ~1.1 "
-        "ms, checking and counting the 500 texts, parsing their 500 reports, the flood keys and stop-list "
-        "lookups of 500 numbers), Redis ~7 ms and the simulator ~11 ms, on 2 cores; the bare generator "
-        "encodes its bodies before the clock starts and runs near the 14 slots' limit. The quick size "
-        "(100,000 rows) measured 0.91."),
+        "A batch of 500 personal texts costs the workers ~8.8 ms of CPU (checking and counting the 500 "
+        "texts, form-encoding the ~190 KB body ~1.3 ms, both before the slot is taken; parsing 500 reports "
+        "after it is given back), Redis ~5 ms (the take script's 500 flood keys ~1.6 ms) and the simulator "
+        "~9.5 ms, on 2 cores: the simulator, one event loop, answers later while the workers and Redis take "
+        "CPU beside it, and the bare generator (its bodies encoded before its clock starts) runs at the 14 "
+        "slots' limit with the cores to itself. Six runs of this workload since the take script measured "
+        "0.87-0.96 (median 0.91): "
+        "the bare generator itself varied from 28,300 to 31,300/s"),
     "lanes_urgent_p99": (
         "An urgent batch is claimed at the next claim (after any batch ends, or the clock's second), published "
         "to <queue>.urgent, which every worker's BRPOP lists first; it still waits for the tasks a worker "
