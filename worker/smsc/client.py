@@ -363,14 +363,8 @@ class SmscClient:
                 response.is_redirect,
                 _decode(bytes(answer), response.headers.get("content-type")),
             )
-        except _NEVER_LEFT as exc:
-            return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
         except httpx.HTTPError as exc:
-            # Read/write timeouts, resets, cut or undecodable answers, and anything else we cannot place:
-            # the provider may have taken the request.
-            if time.monotonic() >= deadline_at:
-                return self._late(path, type(exc).__name__)
-            return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")
+            return self._failed(path, exc, deadline_at)
 
     def _exchange_wire(self, wire: WireTransport, path: str, body: bytes,
                        deadline_at: float) -> _Answer | SmscTransportError:
@@ -386,12 +380,18 @@ class SmscClient:
                 return self._late(path)
             return _Answer(status, headers.get("retry-after"), status in _REDIRECT_CODES and "location" in headers,
                            _decode(answer, headers.get("content-type")))
-        except _NEVER_LEFT as exc:
-            return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
         except httpx.HTTPError as exc:
-            if time.monotonic() >= deadline_at:
-                return self._late(path, type(exc).__name__)
-            return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")
+            return self._failed(path, exc, deadline_at)
+
+    def _failed(self, path: str, exc: httpx.HTTPError, deadline_at: float) -> SmscTransportError:
+        """What a transport's failure means: the request never left (safe to resend), or — read/write
+        timeouts, resets, cut or undecodable answers, and anything else we cannot place — the provider
+        may have taken it. Built from a safe text (the exception's class, never its message)."""
+        if isinstance(exc, _NEVER_LEFT):
+            return SmscConnectError(f"{path}: {type(exc).__name__}: the request was not sent")
+        if time.monotonic() >= deadline_at:
+            return self._late(path, type(exc).__name__)
+        return SmscUnknownOutcome(f"{path}: {type(exc).__name__}: no complete answer")
 
     def _late(self, path: str, what: str = "deadline") -> SmscUnknownOutcome:
         return SmscUnknownOutcome(f"{path}: {what}: no complete answer within {self.timeout_s:g} s")
