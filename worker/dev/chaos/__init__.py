@@ -12,7 +12,7 @@ Processes (:mod:`.processes`):
 - ``frozen-redis``: the redis-server stopped (SIGSTOP) for 15 s mid-campaign, then continued;
 - ``two-beats``: two beat processes dispatching at once;
 - ``two-enqueues``: one campaign id enqueued by two ``smsc-mailer enqueue`` processes at the same moment;
-- ``fast-clock``: one worker's clock 5 s fast (libfaketime) while 51 campaigns to the same numbers test the
+- ``fast-clock``: the only worker's clock 5 s fast (libfaketime) while 51 campaigns to the same numbers test the
   flood rule (the 51st message to a number waits out a 60 s gap).
 
 The provider (:mod:`.provider`):
