@@ -237,9 +237,8 @@ class Guards:
         """Per phone: 0 if admitted now (and counted), else the server time (ms) it may be sent from."""
         if not phones:
             return []
-        prefix = self.keys.flood(login, "")  # the login's flood prefix once, not a key built per phone
-        keys = [prefix + _digits(p) for p in phones]
-        out = self.scripts.flood(keys=keys, args=[clock_arg(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
+        out = self.scripts.flood(keys=self._flood_keys(login, phones),
+                                 args=[clock_arg(now_ms), self.flood_policy.limit, self.flood_policy.gap_ms])
         return [int(x) for x in out]
 
     def take(self, login: str, token: str, *, lease_ms: int, cap: int, probe: bool, ref: str, fingerprint: str,
@@ -252,10 +251,9 @@ class Guards:
         alone. ``fingerprint``: the request built for all of ``phones``; ``stop_fields``: their stop-list
         fields (:meth:`scheduler.stoplist.StopList.key_of`)."""
         k = self.keys
-        flood = k.flood(login, "")
         reply = self.scripts.take(
             keys=[k.inflight(login), k.account(login), k.probe(login), k.revoked(login), stop_key,
-                  k.send_request(login, fingerprint), k.batch(ref), k.leased, *(flood + _digits(p) for p in phones)],
+                  k.send_request(login, fingerprint), k.batch(ref), k.leased, *self._flood_keys(login, phones)],
             args=[clock_arg(now_ms), token, lease_ms, cap, "1" if probe else "0", ref, window_ms, settle_margin_ms,
                   exec_lease_ms, self.flood_policy.limit, self.flood_policy.gap_ms, *stop_fields])
         code = int(reply[0])
@@ -276,9 +274,12 @@ class Guards:
     def admit_phones_on(self, pipe: redis.client.Pipeline, login: str, phones: Sequence[str]) -> None:
         """:meth:`admit_phones` (``phones`` not empty), queued on ``pipe`` (run it with
         :meth:`scheduler.scripts.Scripts.execute`); its reply, read with :meth:`admitted`."""
-        prefix = self.keys.flood(login, "")
-        self.scripts.flood.queue(pipe, keys=[prefix + _digits(p) for p in phones],
+        self.scripts.flood.queue(pipe, keys=self._flood_keys(login, phones),
                                  args=[clock_arg(None), self.flood_policy.limit, self.flood_policy.gap_ms])
+
+    def _flood_keys(self, login: str, phones: Sequence[str]) -> list[str]:
+        prefix = self.keys.flood(login, "")  # the login's flood prefix once, not a key built per phone
+        return [prefix + _digits(p) for p in phones]
 
     @staticmethod
     def admitted(reply: Sequence[Any]) -> list[int]:

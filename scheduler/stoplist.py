@@ -176,13 +176,9 @@ class StopList:
         """Whether each of ``phones`` is stopped, in order: one round trip (``HMGET`` per chunk, pipelined)."""
         if not phones:
             return []
-        fields = [self.key_of(p) for p in phones]
-        if len(fields) <= CHUNK:
-            return [v is not None for v in self.r.hmget(self.key, fields)]
         pipe = self.r.pipeline(transaction=False)
-        for i in range(0, len(fields), CHUNK):
-            pipe.hmget(self.key, fields[i:i + CHUNK])
-        return [v is not None for reply in pipe.execute() for v in reply]
+        self.contains_on(pipe, phones)
+        return self.contained(pipe.execute())
 
     def contains_on(self, pipe: redis.client.Pipeline, phones: Sequence[str]) -> int:
         """:meth:`contains`, queued on ``pipe``: how many replies it queued (read them with
