@@ -46,6 +46,7 @@ from scheduler.keys import Keys
 from scheduler.ledger import server_time_ms
 from scheduler.stoplist import StopList
 from worker import rows as _rows
+from worker.reader import ChildRows, child_wanted
 from worker.runtime import redis_client
 from worker.settings import ConfigError, Settings, get_settings
 from worker.smsc.encoding import count_parts, validate_message, validate_sender
@@ -233,7 +234,7 @@ class _Prepared:
         counted: dict[str, int] = {}
 
         def check_text(text: str) -> object:
-            segments = validate_message(text)
+            segments = validate_message(text, cached=not personal)  # a personal text is seen once
             if plain_parts:
                 if len(counted) >= _COUNTED_MAX:
                     counted.clear()
@@ -419,14 +420,31 @@ def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any
     settings = kwargs.get("settings") or get_settings()
     region = kwargs.get("region")
     region = region if region is not None else settings.smsc_default_region
-    with _rows.open_table(path) as table:
+    with _rows.open_table(path) as table, contextlib.ExitStack() as readers:
         tpl = _rows.compile_template(template, table.columns)
         _rows.check_columns(table.columns, tpl, phone_column, sender_column, tz_column)
-        def items(check_text: Callable[[str], object]) -> Iterator[Item]:
-            return _rows.iter_rows(table, template=tpl, phone_column=phone_column, sender_column=sender_column,
-                                   tz_column=tz_column, region=region, check_text=check_text)
+        rows: dict[str, Any] = {"template": tpl, "phone_column": phone_column, "sender_column": sender_column,
+                "tz_column": tz_column, "region": region}
+        child: list[ChildRows] = []
 
-        yield table, items
+        def items(check_text: Callable[[str], object]) -> Iterable[Item]:
+            if child:  # its file's offset is the child's now
+                raise RuntimeError("a table's rows are read once")
+            if not child_wanted(os.fspath(path), settings.smsc_intake_reader):
+                return _rows.iter_rows(table, check_text=check_text, **rows)
+            # The child checks each text as validate_message does, without counting its parts: the batcher
+            # counts them here (parts_of), so that the two processes have about the same work.
+            child.append(readers.enter_context(contextlib.closing(ChildRows(table, **rows))))
+            return child[0]
+
+        def digest() -> str:  # read here, or by the child to the file's end (reading here would race it)
+            if not child:
+                return table.digest()
+            if child[0].digest is None:
+                raise RuntimeError("the table's digest is asked before its rows were all read")
+            return child[0].digest
+
+        yield digest, items
 
 
 def enqueue_table(path: str | os.PathLike[str], template: str, *, phone_column: str = "phone",
@@ -434,9 +452,9 @@ def enqueue_table(path: str | os.PathLike[str], template: str, *, phone_column: 
     """:func:`enqueue_campaign` from a CSV or ``.xlsx`` file, a text per row rendered from ``template``,
     streamed; the file's bytes are the recipients' content digest."""
     with contextlib.contextmanager(_table)(path, template, kwargs, phone_column=phone_column,
-                                           sender_column=sender_column, tz_column=tz_column) as (table, items):
+                                           sender_column=sender_column, tz_column=tz_column) as (digest, items):
         return enqueue_campaign((), template=template, _items_override=items,
-                                recipients_digest=lambda: "file:" + table.digest(), **kwargs)
+                                recipients_digest=lambda: "file:" + digest(), **kwargs)
 
 
 def preview_campaign(recipients: Recipients | Iterable[Any], message: str | None = None, *,

@@ -57,7 +57,7 @@ import functools
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # Status polls wait while batches are due to be sent (the sends keep the login's slots), up to this
     # long past a poll's due time (s); 0: polls never wait for the sends.
     smsc_delivery_yield: float = Field(default=300.0, ge=0, le=86_400)
+    # Who reads a CSV/.xlsx of personal texts at intake: "auto" (a child process for a file of 4 MiB or more,
+    # so that reading and queueing use two cores; worker/reader.py), "child" (any file), "inline" (this process).
+    smsc_intake_reader: Literal["auto", "child", "inline"] = "auto"
     smsc_push_token: SecretStr | None = None
     smsc_push_verify: bool = False
     smsc_push_allow_ips: str = ""

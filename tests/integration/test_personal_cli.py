@@ -4,12 +4,14 @@ its own per row from a CSV or .xlsx file, what a campaign costs (quote, balance)
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from openpyxl import Workbook
 
+from scheduler.keys import Keys, batch_ref
 from tests.integration.helpers import breaches, cli, last_json, wait_until_final
 from worker.dev.stack.simulator import DEMO_LOGIN, DEMO_PASSWORD
 
@@ -125,6 +127,35 @@ def test_translit_changes_what_the_quote_and_the_dry_run_count(sim_env: Any, tmp
     latin = last_json(cli(env, "quote", "--phones-file", str(phones), "--message", text, "--translit", "1",
                           "--json"))
     assert (plain["sms"], latin["sms"]) == (2, 1)
+
+
+def test_a_table_read_by_a_child_process_is_queued_exactly_as_one_read_here(
+        sim_env: Any, redis_client: Any, tmp_path: Path) -> None:
+    """``SMSC_INTAKE_READER=child`` (worker/reader.py; ``auto`` does it for files of 4 MiB or more): the same
+    receipt, the same lines named on stderr, the same batches with the same texts in Redis."""
+    env, _ = sim_env()
+    rows = [["phone", "name", "order", "city"]]
+    rows += [[f"+7918{i:07d}", f"Клиент №{i}", str(4700 + i), "Москва" if i % 2 else ""] for i in range(2_600)]
+    rows[7][2] = ""  # an empty placeholder column
+    rows[30][0] = "not a phone"
+    rows[44][1] = "Строка\r\nс переносом; и | : , \\"  # a quoted line break and the list separators
+    rows[1500][0] = rows[900][0]  # a duplicate: the first row wins
+    path = _excel_csv(tmp_path / "clients.csv", rows)
+    out: dict[str, Any] = {}
+    for reader in ("child", "inline"):
+        proc = cli({**env, "SMSC_NAMESPACE": reader, "SMSC_INTAKE_READER": reader}, "enqueue", "--csv", str(path),
+                   "--template", TEMPLATE, "--campaign-id", "same", "--json")
+        receipt = {k: v for k, v in last_json(proc).items() if not k.endswith("_due_ms")}  # the clock's now
+        keys = Keys(reader)
+        batches = [redis_client.hmget(keys.batch(batch_ref("same", n)), ["phones", "texts"])
+                   for n in range(receipt["batches"])]
+        out[reader] = (receipt, proc.stderr.splitlines(), batches)
+    assert out["child"] == out["inline"]
+    receipt, stderr, batches = out["child"]
+    assert (receipt["total"], receipt["invalid"], receipt["duplicates"]) == (2_597, 2, 1)
+    assert sum(f"{path}:{n}: " in line for line in stderr for n in (8, 31, 1502)) == 3  # line 45 holds two lines
+    assert len(batches) >= 5 and all(phones and texts for phones, texts in batches)
+    assert sum(len(json.loads(texts)) for _, texts in batches) == 2_597
 
 
 def test_a_campaign_the_balance_cannot_pay_is_refused_unless_allow_partial(

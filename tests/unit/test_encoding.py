@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.smsc import encoding
@@ -16,6 +16,7 @@ from worker.smsc.encoding import (
     SHORT_LINK_PREFIX,
     Segments,
     Ucs2Explain,
+    check_message,
     count_parts,
     count_segments,
     delivered_text,
@@ -41,6 +42,7 @@ def test_public_surface_is_pinned() -> None:
             "SHORT_LINK_PREFIX",
             "Segments",
             "Ucs2Explain",
+            "check_message",
             "count_parts",
             "count_segments",
             "delivered_text",
@@ -139,6 +141,26 @@ def test_ucs2_parts_follow_the_70_67_rule(text: str) -> None:
 
 def test_validate_message_returns_the_segments() -> None:
     assert validate_message(CYRILLIC) == count_segments(CYRILLIC)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=1100))
+def test_the_uncached_count_and_the_bare_check_say_what_validate_message_says(text: str) -> None:
+    """``cached=False`` (an intake's texts, seen once) and :func:`check_message` (the intake's child reader:
+    refuses without counting) agree with the cached path on every text: same segments, same refusal."""
+    try:
+        want: object = validate_message(text)
+    except ValueError as exc:
+        want = str(exc)
+    for how in (lambda: validate_message(text, cached=False), lambda: (check_message(text), count_segments(text))[1]):
+        try:
+            got: object = how()
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want
+        assert type(got) is type(want)
+    old_empty = not text.strip()
+    assert (want == "message is empty") == old_empty
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t "])

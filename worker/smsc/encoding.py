@@ -52,6 +52,7 @@ __all__ = [
     "SHORT_LINK_PREFIX",
     "Segments",
     "Ucs2Explain",
+    "check_message",
     "count_parts",
     "count_segments",
     "delivered_text",
@@ -118,15 +119,23 @@ def _parts(units: int, single: int, multi: int) -> int:
     return -(-units // multi)  # ceil without floats
 
 
+def _count_segments(text: str) -> Segments:
+    if _NOT_GSM.search(text) is None:
+        septets = len(text) + len(_EXTENDED_RE.findall(text))
+        return _new_segments(Segments, ("gsm7", len(text), septets, _parts(septets, _GSM_SINGLE, _GSM_MULTI)))
+    # UTF-16 code units: one per BMP character, two (a surrogate pair) above U+FFFF.
+    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    return _new_segments(Segments, ("ucs2", len(text), units, _parts(units, _UCS2_SINGLE, _UCS2_MULTI)))
+
+
+# A named tuple's own __new__ is Python code (~0.45 µs); tuple.__new__ of its class builds the same in ~0.2.
+_new_segments: Final = tuple.__new__
+
+
 @functools.lru_cache(maxsize=2048)  # a batch's texts are checked, then counted: the second time is free
 def count_segments(text: str) -> Segments:
     """Count the SMS parts of ``text`` (GSM 03.38 when it fits the alphabet, else UCS-2)."""
-    if _NOT_GSM.search(text) is None:
-        septets = len(text) + len(_EXTENDED_RE.findall(text))
-        return Segments("gsm7", len(text), septets, _parts(septets, _GSM_SINGLE, _GSM_MULTI))
-    # UTF-16 code units: one per BMP character, two (a surrogate pair) above U+FFFF.
-    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
-    return Segments("ucs2", len(text), units, _parts(units, _UCS2_SINGLE, _UCS2_MULTI))
+    return _count_segments(text)
 
 
 # -- what the provider does to a text with translit, tinyurl and maxsms -------------------------------
@@ -314,19 +323,25 @@ def explain_ucs2(text: str) -> Ucs2Explain | None:
     )
 
 
-def validate_message(text: str) -> Segments:
+def validate_message(text: str, *, cached: bool = True) -> Segments:
     """Return the segments of ``text``; raise ``ValueError`` (one line) if the provider would refuse it.
 
     ``text`` is what the provider delivers and counts: :mod:`worker.smsc.requests` sends every text
-    unchanged (no escape), so the 1000-character check and the parts are the provider's.
+    unchanged (no escape), so the 1000-character check and the parts are the provider's. ``cached=False``
+    for texts seen once (an intake's personal texts): the cache of :func:`count_segments` would only cost.
     """
-    if not text.strip():
+    check_message(text)
+    return count_segments(text) if cached else _count_segments(text)
+
+
+def check_message(text: str) -> None:
+    """Raise the ``ValueError`` of :func:`validate_message` if the provider would refuse ``text``; no count."""
+    if not text or text.isspace():  # what ``not text.strip()`` says, without copying the text
         raise ValueError("message is empty")
     if len(text) > MAX_MESSAGE_CHARS:
         raise ValueError(
             f"message is {len(text)} characters; the provider accepts at most {MAX_MESSAGE_CHARS}"
         )
-    return count_segments(text)
 
 
 def validate_sender(name: str) -> str:
