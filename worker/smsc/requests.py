@@ -365,21 +365,20 @@ _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.
 _UNSAFE_RUN = re.compile(rb"[^A-Za-z0-9\-._~]+")
 
 
+def _escaped(run: re.Match[bytes]) -> bytes:
+    return b"%" + run[0].hex("%").upper().encode("ascii")
+
+
 def form_quote(value: str) -> str:
     """``urllib.parse.quote(value, safe="")``, with the work in C: each run of bytes to escape is turned
     into ``%XX`` by ``bytes.hex`` at once. A 500-text ``list`` of Cyrillic is ~190 KB form-encoded; quoted
-    byte by byte (urllib, httpx) that took ~5 ms of a worker's CPU inside the login slot, this ~0.3 ms."""
+    byte by byte (urllib, httpx) that took ~5 ms of a worker's CPU inside the login slot. Its ~2,000 runs
+    (a text's words, digits and stops) go through ``re.sub``: ~1 µs a run, a quarter less than a loop over
+    ``finditer`` that sliced the bytes between them."""
     b = value.encode("utf-8", "surrogatepass")
     if not b.translate(None, _UNRESERVED):
         return value
-    out: list[str] = []
-    pos = 0
-    for m in _UNSAFE_RUN.finditer(b):
-        out.append(b[pos:m.start()].decode("ascii"))
-        out.append("%" + m.group().hex("%").upper())
-        pos = m.end()
-    out.append(b[pos:].decode("ascii"))
-    return "".join(out)
+    return _UNSAFE_RUN.sub(_escaped, b).decode("ascii")
 
 
 def form_body(params: Mapping[str, str]) -> bytes:
