@@ -34,7 +34,7 @@ from scheduler.keys import split_ref
 from scheduler.ledger import Begin, BeginVerdict, LaunchVerdict, Outcome, Sending, Settle, settle_margin_ms
 from worker.runtime import CampaignInfo, Runtime
 from worker.smsc.client import Prepared
-from worker.smsc.encoding import count_parts
+from worker.smsc.encoding import count_parts, count_segments
 from worker.smsc.errors import (
     SmscAccountBlocked,
     SmscAuthError,
@@ -116,12 +116,21 @@ def _options(raw: str) -> SendOptions | None:
     return None if options == SendOptions() else options
 
 
-@functools.lru_cache(maxsize=4096)
 def _parts_of(text: str, raw_options: str) -> int:
-    """Parts of a personal text as the provider bills it (after the campaign's translit and maxsms)."""
+    """Parts of a personal text as the provider bills it (after the campaign's translit and maxsms).
+
+    Without options, ``count_segments``'s own cache answers (the request's check counted the text just
+    before): a cache of (text, options) pairs would only miss, a personal text being seen once."""
     o = _options(raw_options)
     if o is None:
-        return count_parts(text)
+        return count_segments(text).parts
+    return _parts_with(text, raw_options)
+
+
+@functools.lru_cache(maxsize=4096)  # transliterating or shortening links costs more than the lookup
+def _parts_with(text: str, raw_options: str) -> int:
+    o = _options(raw_options)
+    assert o is not None
     return count_parts(text, translit=o.translit, tinyurl=o.tinyurl, maxsms=o.maxsms)
 
 
