@@ -424,7 +424,7 @@ def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any
         tpl = _rows.compile_template(template, table.columns)
         _rows.check_columns(table.columns, tpl, phone_column, sender_column, tz_column)
         rows: dict[str, Any] = {"template": tpl, "phone_column": phone_column, "sender_column": sender_column,
-                "tz_column": tz_column, "region": region}
+                                "tz_column": tz_column, "region": region}
         child: list[ChildRows] = []
 
         def items(check_text: Callable[[str], object]) -> Iterable[Item]:
