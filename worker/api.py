@@ -425,24 +425,25 @@ def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any
         _rows.check_columns(table.columns, tpl, phone_column, sender_column, tz_column)
         rows: dict[str, Any] = {"template": tpl, "phone_column": phone_column, "sender_column": sender_column,
                                 "tz_column": tz_column, "region": region}
-        child: list[ChildRows] = []
+        child: ChildRows | None = None
 
         def items(check_text: Callable[[str], object]) -> Iterable[Item]:
-            if child:  # its file's offset is the child's now
+            nonlocal child
+            if child is not None:  # its file's offset is the child's now
                 raise RuntimeError("a table's rows are read once")
             if not child_wanted(os.fspath(path), settings.smsc_intake_reader):
                 return _rows.iter_rows(table, check_text=check_text, **rows)
             # The child checks each text as validate_message does, without counting its parts: the batcher
             # counts them here (parts_of), so that the two processes have about the same work.
-            child.append(readers.enter_context(contextlib.closing(ChildRows(table, **rows))))
-            return child[0]
+            child = readers.enter_context(contextlib.closing(ChildRows(table, **rows)))
+            return child
 
         def digest() -> str:  # read here, or by the child to the file's end (reading here would race it)
-            if not child:
+            if child is None:
                 return table.digest()
-            if child[0].digest is None:
+            if child.digest is None:
                 raise RuntimeError("the table's digest is asked before its rows were all read")
-            return child[0].digest
+            return child.digest
 
         yield digest, items
 

@@ -31,6 +31,7 @@ import gc
 import os
 import pickle
 import signal
+import stat
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, Literal, NoReturn
@@ -60,8 +61,6 @@ def child_wanted(path: str, reader: Reader) -> bool:
         st = os.stat(path)
     except OSError:
         return False
-    import stat
-
     return stat.S_ISREG(st.st_mode) and (reader == "child" or st.st_size >= CHILD_MIN_BYTES)
 
 
