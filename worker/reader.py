@@ -27,7 +27,6 @@ median of six alternating pairs, the child faster in each; the gain is larger wh
 from __future__ import annotations
 
 import fcntl
-import gc
 import os
 import pickle
 import signal
@@ -36,6 +35,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, Literal, NoReturn
 
+from scheduler._gc import fewer_collections
 from scheduler.intake import IntakeError, Rejected
 from worker.rows import Row, Table, iter_rows
 from worker.smsc.encoding import check_message
@@ -48,7 +48,6 @@ CHILD_MIN_BYTES: Final = 4 << 20
 _CHUNK: Final = 1_000  # rows a message: ~150 KB of pickle for personal texts
 _BUFFER: Final = 1 << 20
 _PIPE_BYTES: Final = 1 << 20  # Linux's default ceiling for an unprivileged F_SETPIPE_SZ
-_GC_THRESHOLD: Final = 20_000  # as scheduler._gc: nothing the reading makes is a reference cycle
 
 Reader = Literal["auto", "child", "inline"]
 
@@ -140,9 +139,8 @@ def _child(w: int, table: Table, rows: Mapping[str, Any]) -> NoReturn:
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills us
-        gc.freeze()
-        gc.set_threshold(_GC_THRESHOLD, *gc.get_threshold()[1:])
-        with os.fdopen(w, "wb", buffering=_BUFFER) as out:
+        # The intake's own collector settings (nothing the reading makes is a reference cycle).
+        with fewer_collections(), os.fdopen(w, "wb", buffering=_BUFFER) as out:
             try:
                 _write_rows(out, table, rows)
             except BrokenPipeError:
