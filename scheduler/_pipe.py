@@ -16,6 +16,12 @@ fails, ends the pipe: its connection is closed rather than handed back with repl
 more is sent on it. The scripts are sent by their SHA (EVALSHA), loaded once when the pipe opens: a
 server that loses them meanwhile (a restart, SCRIPT FLUSH) answers NOSCRIPT, which ends the intake
 (nothing is committed; enqueueing it again starts afresh) rather than resending out of order.
+
+Commands go out without redis-py's health check (``health_check_interval``, 30 s in
+:func:`worker.runtime.redis_client`): after an input that paused that long (an app's rows from a slow
+source) it would send a PING on this connection and read the next reply waiting there, a script's, as
+the PING's — and end the intake ("Bad response from PING health check"). A connection that died
+meanwhile fails at the send or the read instead, which ends the pipe as above.
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class Pipe:
         if self._broken:
             raise PipeBroken("the connection to Redis failed earlier in the intake")
         try:
-            self._conn.send_command("EVALSHA", self._sha[script], len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            # No health check: its PING would read a reply of ours as its own (see the module docstring).
+            self._conn.send_command("EVALSHA", self._sha[script], len(keys), *keys, *args,  # type: ignore[no-untyped-call]
+                                    check_health=False)
         except BaseException as exc:
             self._broken = True
             raise _broken(exc) from exc

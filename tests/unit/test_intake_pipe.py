@@ -8,6 +8,7 @@ campaign can be enqueued again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,3 +67,16 @@ def test_the_first_line_of_a_number_wins_across_chunks_answered_a_chunk_late(
                                                    on_duplicate=lambda line, _: duplicates.append(line))
     assert (receipt.total, receipt.duplicates) == (3_000, 3_000)
     assert duplicates == list(range(3_001, 6_001))
+
+
+def test_an_input_that_pauses_longer_than_the_clients_health_check_interval_is_still_queued_whole(
+        redis_server: Any, redis_client: redis.Redis, keys: Keys) -> None:  # redis_client: a flushed server
+    # An app's rows from a slow source: a pause past health_check_interval (30 s in production, 1 s
+    # here) used to send a PING on the pipe's connection with replies still unread there, which read
+    # a script's reply as the PING's and ended the intake ("Bad response from PING health check").
+    r = redis.Redis.from_url(redis_server.url, health_check_interval=1)
+    try:
+        receipt = Campaigns(r, keys).create(_spec(), _numbered(9_000, after=4_500, then=lambda: time.sleep(1.5)))
+        assert (receipt.existing, receipt.total, receipt.batches) == (False, 9_000, 90)
+    finally:
+        r.close()
