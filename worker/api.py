@@ -49,7 +49,7 @@ from worker import rows as _rows
 from worker.reader import ChildRows, child_wanted
 from worker.runtime import redis_client
 from worker.settings import ConfigError, Settings, get_settings
-from worker.smsc.encoding import count_parts, validate_message, validate_sender
+from worker.smsc.encoding import count_parts, text_parts, validate_message, validate_sender
 from worker.smsc.requests import SendOptions
 
 __all__ = [
@@ -242,10 +242,10 @@ class _Prepared:
             return segments
 
         def parts_of(text: str) -> int:
-            parts = counted.pop(text, None) if plain_parts else None
-            if parts is not None:
-                return parts
-            return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+            if not plain_parts:
+                return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+            parts = counted.pop(text, None)  # none when a child process checked the texts
+            return text_parts(text) if parts is None else parts
 
         self.check_text = check_text
 

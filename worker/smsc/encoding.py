@@ -58,6 +58,7 @@ __all__ = [
     "delivered_text",
     "explain_ucs2",
     "shorten_links",
+    "text_parts",
     "transliterate",
     "truncate_to_parts",
     "validate_message",
@@ -123,9 +124,21 @@ def _count_segments(text: str) -> Segments:
     if _NOT_GSM.search(text) is None:
         septets = len(text) + len(_EXTENDED_RE.findall(text))
         return _new_segments(Segments, ("gsm7", len(text), septets, _parts(septets, _GSM_SINGLE, _GSM_MULTI)))
-    # UTF-16 code units: one per BMP character, two (a surrogate pair) above U+FFFF.
-    units = len(text.encode("utf-16-le", "surrogatepass")) // 2
+    units = _ucs2_units(text)
     return _new_segments(Segments, ("ucs2", len(text), units, _parts(units, _UCS2_SINGLE, _UCS2_MULTI)))
+
+
+def _ucs2_units(text: str) -> int:
+    """UTF-16 code units: one per BMP character, two (a surrogate pair) above U+FFFF."""
+    return len(text.encode("utf-16-le", "surrogatepass")) >> 1
+
+
+def text_parts(text: str) -> int:
+    """``count_segments(text).parts``, for a text seen once (an intake's personal text): no cache to
+    fill and evict, no :class:`Segments` built — ~0.7 µs for a 80-character text against ~2 µs."""
+    if _NOT_GSM.search(text) is None:
+        return _parts(len(text) + len(_EXTENDED_RE.findall(text)), _GSM_SINGLE, _GSM_MULTI)
+    return _parts(_ucs2_units(text), _UCS2_SINGLE, _UCS2_MULTI)
 
 
 # A named tuple's own __new__ is Python code (~0.45 µs); tuple.__new__ of its class builds the same in ~0.2.
