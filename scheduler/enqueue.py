@@ -416,6 +416,8 @@ class _Intake:
     #: While the input is read: the connection its dedup and stage scripts are sent on, their replies
     #: read later (see _pipe.py).
     pipe: Pipe | None = None
+    #: Told how many recipients are staged, each time a stage's reply says so (Enqueue.create's hook).
+    on_staged: Callable[[str, int], None] | None = None
 
 
 class _StreamDigest:
@@ -489,6 +491,7 @@ class Enqueue:
                stopped: Callable[[list[str]], list[bool]] | None = None,
                on_suppressed: Callable[[int, str], None] | None = None,
                before_commit: Callable[[str, IntakeCounts], None] | None = None,
+               on_staged: Callable[[str, int], None] | None = None,
                stoplist: StopList | None = None) -> Receipt:
         """Enqueue a campaign from (line_no, normalized phone) items (or :class:`Personal` recipients of
         a ``spec.personal`` campaign) and rejected lines, streaming.
@@ -500,6 +503,9 @@ class Enqueue:
         see :func:`deduplicated`; ``stoplist``, instead of ``stopped``: the stop list, checked by the dedup
         script itself (one round trip a chunk). ``before_commit(cid, counts)``: the last word before the commit, the
         batches staged (a balance check); whatever it raises abandons the campaign, nothing queued.
+        ``on_staged(cid, n)``: while the input is read, each time Redis confirms that the first ``n``
+        recipients are staged (in order, ``n`` growing; what :func:`worker.costs.staged_batches` can read
+        of them now is what ``before_commit`` would read); whatever it raises abandons the campaign.
         ``now_ms``: only for tests that step time.
         """
         cid = spec.campaign_id or new_campaign_id()
@@ -533,7 +539,7 @@ class Enqueue:
             if kind == "taken_over":
                 self._drop(cid, token, int(res[1]), now_ms)  # what the dead intake wrote
             break
-        st = _Intake(cid=cid, token=token, batch_size=spec.batch_size)
+        st = _Intake(cid=cid, token=token, batch_size=spec.batch_size, on_staged=on_staged)
         n = st.counts
         batcher = PersonalBatcher(spec) if spec.personal else None
         own_digest = _StreamDigest() if recipients_digest is None else None
@@ -709,7 +715,8 @@ class Enqueue:
             keys = [self.keys.batch(batch_ref(st.cid, n)) for n, *_ in part]
             if st.pipe is not None:  # its reply is checked when it is read, before the plan at the latest
                 st.pipe.call("create", [ckey, *keys], ["stage", st.token, self.claim_lease_ms, clock_arg(now_ms),
-                                                      *args], check=_staged)
+                                                      *args], check=_staged if st.on_staged is None else
+                             _staged_then(st.on_staged, st.cid, st.starts[part[-1][0]] + st.sizes[part[-1][0]]))
             elif not self._op("stage", ckey, st.token, now_ms, keys=keys, args=args):
                 raise _LostClaim
 
@@ -799,6 +806,15 @@ class Enqueue:
         if ok != 1:
             raise _LostClaim
 
+
+
+def _staged_then(tell: Callable[[str, int], None], cid: str, upto: int) -> Callable[[object], None]:
+    """A stage's reply check that then tells ``tell`` the first ``upto`` recipients are staged."""
+    def check(reply: object) -> None:
+        _staged(reply)
+        tell(cid, upto)
+
+    return check
 
 
 def _staged(reply: object) -> None:

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from scheduler.ledger import server_time_ms
 from scheduler.stoplist import StopList
 from worker import rows as _rows
 from worker.reader import ChildRows, child_wanted
-from worker.runtime import redis_client
+from worker.runtime import Runtime, redis_client
 from worker.settings import ConfigError, Settings, get_settings
 from worker.smsc.encoding import count_parts, text_parts, validate_message, validate_sender
 from worker.smsc.requests import SendOptions
@@ -351,8 +352,10 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
                                                                                        columns)
     # The stop list is checked by the dedup script itself (one round trip a chunk), not by ``stopped``.
     hooks = {**p.hooks(on_duplicate, on_suppressed), "stopped": None, "stoplist": p.stoplist}
+    check = _BalanceCheck.of(p, on_warning)
     receipt = p.campaigns.create(p.spec, items, on_rejected=on_rejected, recipients_digest=recipients_digest,
-                                 strict=strict, before_commit=_balance_check(p, on_warning), **hooks)
+                                 strict=strict, before_commit=check,
+                                 on_staged=None if check is None else check.staged, **hooks)
     if webhook and not receipt.existing:
         DeliveryStore(p.campaigns.r, p.campaigns.keys).set_webhook(receipt.campaign_id, webhook)
     return receipt
@@ -362,47 +365,88 @@ def enqueue_campaign(recipients: Recipients | Iterable[Any], message: str | None
 _BALANCE_SAMPLE = 1_000
 
 
-def _balance_check(p: _Prepared,
-                   on_warning: Callable[[str], None] | None) -> Callable[[str, IntakeCounts], None] | None:
+class _BalanceCheck:
     """Before the commit: the campaign's estimate — the provider's quote of its first requests,
     extrapolated — against the account's balance (balance.php); a campaign the balance cannot pay is
     refused unless ``allow_partial``. Urgent campaigns and those of fewer than ``SMSC_BALANCE_CHECK_MIN``
     recipients are not checked (two requests of the login would delay them more than they are worth).
     Without credentials in the settings there is nobody to ask (the
     workers will say so); a provider that cannot answer now is a warning, not a refusal: the sending
-    pauses the campaign at the provider's "insufficient funds" anyway."""
-    if p.options.allow_partial or p.options.priority == "urgent":
-        return None  # an urgent code leaves at once: a quote and balance.php before it would delay it
-    try:
-        p.settings.require_credentials()
-    except ConfigError:
-        return None
+    pauses the campaign at the provider's "insufficient funds" anyway.
 
-    def check(cid: str, counts: IntakeCounts) -> None:
+    The requests leave early: once the sample's recipients are staged (:meth:`staged`, the intake's
+    ``on_staged``) a thread asks them (:func:`worker.costs.affordability`) while the rest of the input is
+    read, and the commit (:meth:`__call__`) checks that answer against the campaign's total. A million
+    rows no longer wait ~0.7 s (three 200 ms requests, one after another) after the last one is read.
+    The same quote of the same recipients either way; the balance is read seconds earlier — no staler
+    than the commit's own would be by the time the campaign sends. An intake that then fails has spent
+    those requests for nothing (they count toward the provider's per-minute limits, like a dry run's)."""
+
+    @classmethod
+    def of(cls, p: _Prepared, on_warning: Callable[[str], None] | None) -> _BalanceCheck | None:
+        if p.options.allow_partial or p.options.priority == "urgent":
+            return None  # an urgent code leaves at once: a quote and balance.php before it would delay it
+        try:
+            p.settings.require_credentials()
+        except ConfigError:
+            return None
+        return cls(p, on_warning)
+
+    def __init__(self, p: _Prepared, on_warning: Callable[[str], None] | None) -> None:
+        self._p, self._on_warning = p, on_warning
+        self._start_at = max(_BALANCE_SAMPLE, p.settings.smsc_balance_check_min, 1)
+        self._early: threading.Thread | None = None
+        self._answer: Any = None  # the early thread's Affordability, or what it raised
+
+    def staged(self, cid: str, recipients: int) -> None:
+        if self._early is None and recipients >= self._start_at:
+            self._early = threading.Thread(target=self._ask_early, args=(cid,), daemon=True,
+                                           name=f"balance check {cid}")
+            self._early.start()
+
+    def _ask_early(self, cid: str) -> None:
+        from worker.costs import affordability
+
+        try:
+            self._answer = self._asking(lambda rt: affordability(rt, cid, sender=self._p.spec.sender,
+                                                                 options=self._p.options.send,
+                                                                 sample_limit=_BALANCE_SAMPLE))
+        except BaseException as exc:  # every failure is the commit's to handle, there
+            self._answer = exc
+
+    def _asking(self, ask: Callable[[Runtime], Any]) -> Any:
+        rt = Runtime(self._p.settings, redis=self._p.conn)
+        try:
+            return ask(rt)
+        finally:
+            rt.client.close()
+
+    def __call__(self, cid: str, counts: IntakeCounts) -> None:
+        p = self._p
         if counts.total < p.settings.smsc_balance_check_min:
             return  # a handful of messages: not worth two requests of the login before they leave
-        from worker.costs import CostError, affordable  # the provider client, only for a campaign being committed
-        from worker.runtime import Runtime
+        from worker.costs import CostError, affordable
         from worker.smsc.errors import SmscAuthError
 
-        rt = Runtime(p.settings, redis=p.conn)
         try:
-            verdict = affordable(rt, cid, sender=p.spec.sender, options=p.options.send, total=counts.total,
-                                 sample_limit=_BALANCE_SAMPLE)
+            if self._early is not None:
+                self._early.join()
+                if isinstance(self._answer, BaseException):
+                    raise self._answer
+                verdict = self._answer.check(counts.total)
+            else:
+                verdict = self._asking(lambda rt: affordable(rt, cid, sender=p.spec.sender, options=p.options.send,
+                                                             total=counts.total, sample_limit=_BALANCE_SAMPLE))
         except CostError as exc:
             if isinstance(exc.__cause__, SmscAuthError):
                 raise CampaignError(f"the provider refused the account's credentials ({exc.__cause__}): the "
                                     "account is stopped; fix the settings, then resume; nothing was queued") from None
-            if on_warning is not None:
-                on_warning(f"balance not checked: {exc}")
+            if self._on_warning is not None:
+                self._on_warning(f"balance not checked: {exc}")
             return
-        finally:
-            rt.client.close()
         if not verdict.ok:
             raise CampaignError(f"{verdict.describe()}; nothing was queued (top up the account, or enqueue with "
                                 "--allow-partial to send what the balance pays for)")
-
-    return check
 
 
 def enqueue_file(path: str | os.PathLike[str], message: str, **kwargs: Any) -> Receipt:
@@ -518,7 +562,6 @@ def _quote(p: _Prepared, sample: list[Any], total: int) -> dict[str, Any]:
     """The provider's quote of the first recipients, batched as the enqueue batches them."""
     from scheduler.enqueue import PersonalBatcher
     from worker.costs import quote_campaign
-    from worker.runtime import Runtime
 
     batches: list[list[Any]] = []
     if p.spec.personal:

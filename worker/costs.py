@@ -7,6 +7,8 @@ Three uses, one set of rules (every request here is a request of the login, like
   it; above ``sample_limit`` recipients only the first ``sample_limit`` are quoted and the rest is
   extrapolated linearly (:attr:`Quote.extrapolated`: "estimated from 20,000 of 1,000,000 recipients").
 * :func:`check_balance` — balance.php against an estimate: enough money for the campaign?
+  :func:`affordable` quotes a staged campaign and checks it so; :func:`affordability` asks the same
+  two requests while the enqueue still reads (its first recipients staged), the verdict at the end.
 * :func:`batch_quote` — the budget path (:mod:`scheduler.budget`): for a campaign with a max-cost,
   sending quotes each batch inside the batch's own login slot just before its send, reserves that
   quote against the budget, then sends.
@@ -71,6 +73,7 @@ from worker.smsc.requests import AnyLine, SendOptions, cost_params, fingerprint
 __all__ = [
     "SAMPLE_LIMIT",
     "SLOT_WAIT_S",
+    "Affordability",
     "BalanceCheck",
     "BalanceLimit",
     "CostError",
@@ -78,6 +81,7 @@ __all__ = [
     "ProviderError",
     "Quote",
     "QuoteLimit",
+    "affordability",
     "affordable",
     "batch_quote",
     "check_balance",
@@ -140,6 +144,16 @@ class Quote:
     @property
     def extrapolated(self) -> bool:
         return self.sampled < self.total
+
+    def extrapolated_to(self, total: int) -> Quote:
+        """This quote of :attr:`sampled` recipients, scaled linearly to ``total`` (at least those sampled)."""
+        total = max(total, self.sampled)
+        cost, sms = self.cost, self.sms
+        if 0 < self.sampled < total:
+            scale = Decimal(total) / Decimal(self.sampled)
+            cost = (cost * scale).quantize(_CENT, ROUND_HALF_UP)
+            sms = int((sms * scale).to_integral_value(ROUND_HALF_UP))
+        return Quote(cost, sms, sampled=self.sampled, total=total)
 
     def describe(self) -> str:
         """One line for the CLI: ``cost 1500.00 for 1,000 SMS to 1,000 recipients (estimated from ...)``."""
@@ -214,12 +228,7 @@ def quote_campaign(rt: Runtime, batches: Iterable[Sequence[AnyLine]], *, sender:
         take = batch if sampled + n <= sample_limit else _first(batch, sample_limit - sampled)
         q = quote_lines(rt, take, sender=sender, options=options, max_wait_s=max_wait_s)
         cost, sms, sampled = cost + q.cost, sms + q.sms, sampled + q.sampled
-    total = seen if total is None else max(total, sampled)
-    if 0 < sampled < total:
-        scale = Decimal(total) / Decimal(sampled)
-        cost = (cost * scale).quantize(_CENT, ROUND_HALF_UP)
-        sms = int((sms * scale).to_integral_value(ROUND_HALF_UP))
-    return Quote(cost, sms, sampled=sampled, total=total)
+    return Quote(cost, sms, sampled=sampled, total=sampled).extrapolated_to(seen if total is None else total)
 
 
 def staged_batches(rt: Runtime, cid: str) -> Iterator[list[AnyLine]]:
@@ -251,6 +260,31 @@ def affordable(rt: Runtime, cid: str, *, sender: str | None = None, options: Sen
                        total=total, max_wait_s=max_wait_s)
     check = check_balance(rt, q.cost, max_wait_s=max_wait_s)
     return BalanceCheck(check.balance, check.estimate, check.ok, quote=q)
+
+
+@dataclass(frozen=True)
+class Affordability:
+    """:func:`affordable`'s two answers asked before the campaign's size is known (:func:`affordability`):
+    the quote of its first recipients and the balance; :meth:`check` is the verdict for its size."""
+
+    sample: Quote
+    balance: Decimal
+
+    def check(self, total: int) -> BalanceCheck:
+        """What :func:`affordable` answers for a campaign of ``total`` recipients."""
+        q = self.sample.extrapolated_to(total)
+        return BalanceCheck(self.balance, q.cost, self.balance >= q.cost, quote=q)
+
+
+def affordability(rt: Runtime, cid: str, *, sender: str | None = None, options: SendOptions | None = None,
+                  sample_limit: int = SAMPLE_LIMIT, max_wait_s: float = 5.0) -> Affordability:
+    """:func:`affordable`'s requests for a campaign still being enqueued, once its first ``sample_limit``
+    recipients are staged (the rest may not be read yet): the same quote of the same recipients, and
+    balance.php. An enqueue asks this while it reads on, and checks the answer against the total at
+    the end (:meth:`Affordability.check`)."""
+    q = quote_campaign(rt, staged_batches(rt, cid), sender=sender, options=options, sample_limit=sample_limit,
+                       total=sample_limit, max_wait_s=max_wait_s)
+    return Affordability(q, check_balance(rt, q.cost, max_wait_s=max_wait_s).balance)
 
 
 def batch_quote(rt: Runtime, lines: Sequence[AnyLine], sender: str | None = None, options: SendOptions | None = None,

@@ -18,11 +18,13 @@ from scheduler.campaigns import CampaignSpec
 from scheduler.guards import Answer, SlotResult
 from worker import costs
 from worker.costs import (
+    Affordability,
     BalanceLimit,
     NoSlot,
     ProviderError,
     Quote,
     QuoteLimit,
+    affordability,
     affordable,
     batch_quote,
     check_balance,
@@ -72,9 +74,9 @@ def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
 
 def test_the_public_surface_is_pinned() -> None:
     assert sorted(costs.__all__) == sorted([
-        "SAMPLE_LIMIT", "SLOT_WAIT_S", "BalanceCheck", "BalanceLimit", "CostError", "NoSlot", "ProviderError",
-        "Quote", "QuoteLimit", "affordable", "batch_quote", "check_balance", "quote_campaign", "quote_lines",
-        "staged_batches"])
+        "SAMPLE_LIMIT", "SLOT_WAIT_S", "Affordability", "BalanceCheck", "BalanceLimit", "CostError", "NoSlot",
+        "ProviderError", "Quote", "QuoteLimit", "affordability", "affordable", "batch_quote", "check_balance",
+        "quote_campaign", "quote_lines", "staged_batches"])
 
 
 def test_a_quote_is_what_the_same_send_is_billed(rt: Runtime, sim: Simulator) -> None:
@@ -170,6 +172,26 @@ def test_a_staged_campaign_is_quoted_from_its_batches_and_checked_against_the_ba
     assert not check.ok and check.estimate == Decimal("14.10")
     assert check.describe() == ("balance 10.00 is 4.10 short of the estimate 14.10 "
                                 "(cost 14.10 for 6 SMS to 6 recipients)")
+
+
+def test_asked_before_the_size_is_known_the_check_gives_what_affordable_gives_for_that_size(
+        rt: Runtime, sim: Simulator) -> None:
+    spec = CampaignSpec(message="Your code: 4711", parts=1, account=rt.settings.account, batch_size=4,
+                        campaign_id="c10")
+    phones = [f"+7902{i:07d}" for i in range(40)]
+    cid = rt.campaigns.create(spec, ((i + 1, p) for i, p in enumerate(phones)),
+                              now_ms=int(time.time() * 1000)).campaign_id
+    sim.configure(balance=Decimal("50"))
+    early = affordability(rt, cid, sample_limit=10)
+    # The sample's own requests only (batches of 4, 4 and the first 2 of the third) and balance.php.
+    assert sim.summary()["requests"] == 4
+    assert early == Affordability(Quote(Decimal("23.50"), 10, sampled=10, total=10), Decimal("50.00"))
+    for total in (10, 21, 40):
+        assert early.check(total) == affordable(rt, cid, total=total, sample_limit=10)
+    short = early.check(40)
+    assert (short.ok, short.estimate, short.quote) == (False, Decimal("94.00"),
+                                                        Quote(Decimal("94.00"), 40, sampled=10, total=40))
+    assert early.check(21).estimate == Decimal("49.35") and early.check(21).ok
 
 
 def test_a_quote_holds_a_login_slot_and_batch_quote_uses_the_batchs_own(

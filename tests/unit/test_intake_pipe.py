@@ -69,6 +69,31 @@ def test_the_first_line_of_a_number_wins_across_chunks_answered_a_chunk_late(
     assert duplicates == list(range(3_001, 6_001))
 
 
+def test_on_staged_tells_how_many_recipients_redis_holds_staged_while_the_input_is_still_read(
+        redis_client: redis.Redis, keys: Keys) -> None:
+    told: list[tuple[int, int, int]] = []  # (n told, recipients in the batches Redis holds now, lines read)
+    read = 0
+
+    def numbered() -> Iterator[tuple[int, str]]:
+        nonlocal read
+        for item in _numbered(9_000):
+            read += 1
+            yield item
+
+    def on_staged(cid: str, n: int) -> None:
+        assert cid == CID
+        held = int(redis_client.hget(keys.campaign(cid), "batches") or 0)
+        in_redis = sum(int(redis_client.hget(keys.batch(f"{cid}:{i}"), "n") or 0) for i in range(held))
+        told.append((n, in_redis, read))
+
+    receipt = Campaigns(redis_client, keys).create(_spec(), numbered(), on_staged=on_staged)
+    assert receipt.total == 9_000
+    ns = [n for n, _, _ in told]
+    assert ns == sorted(ns) and ns[-1] == 9_000  # growing, the last one all of them
+    assert all(in_redis >= n for n, in_redis, _ in told)  # what it tells is there to be read
+    assert any(lines < 9_000 for _, _, lines in told)  # and it is told while the input is read on
+
+
 def test_an_input_that_pauses_longer_than_the_clients_health_check_interval_is_still_queued_whole(
         redis_server: Any, redis_client: redis.Redis, keys: Keys) -> None:  # redis_client: a flushed server
     # An app's rows from a slow source: a pause past health_check_interval (30 s in production, 1 s

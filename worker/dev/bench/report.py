@@ -57,12 +57,11 @@ WHY_MISSED: dict[str, str] = {
         "rule broken while the campaign was sent; an unsettled status means the poller stopped at its timeout "
         "before every message, all final at the provider, was settled."),
     "personal_intake_rate": (
-        "The producer is the limit (~7.4 us of its CPU a row at 1,000,000, start-up 0.46 s included; Redis "
-        "~2.1 us a row, its round trips overlapped by the intake's pipe). py-spy of the enqueue child: "
-        "validate_message ~23 % (count_segments 18 %), _csv_rows 16 %, PersonalBatcher.add 11 %, "
-        "normalize_phone 6 %, the batches' texts JSON 6 %, imports 5 %, Template.render 4 %. Beyond CPU: the "
-        "balance check (~0.6 s, 200 ms requests one after another) and the commit's wait for the AOF fsync "
-        "on Redis 7.0 (0.3-1.2 s)."),
+        "Both cores are busy: measured on a million rows, the child reading the CSV (cells, phones, template, "
+        "text check) ~4.6 s of CPU, the enqueue's own process (dedup, batching, parts, the batches' texts "
+        "JSON, staging) ~6.3 s and Redis ~3.4 s, in ~8 s; start-up ~0.6 s before the child forks. The "
+        "balance check's three 200 ms requests leave once the first 1,000 recipients are staged, while the "
+        "rest is read; the commit then waits for the AOF fsync on Redis 7.0 (0.3-1.2 s)."),
     "personal_vs_bare": (
         "A batch of 500 personal texts costs the workers ~8.8 ms of CPU (checking and counting the 500 "
         "texts, form-encoding the ~190 KB body ~1.3 ms, both before the slot is taken; parsing 500 reports "
