@@ -7,7 +7,7 @@ from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
@@ -416,7 +416,8 @@ def test_the_requests_sender_is_checked_even_when_every_line_has_its_own() -> No
                     request_id="1", sender="Магазин")
 
 
-@given(st.text())
+@settings(max_examples=1_000, deadline=None)
+@given(st.text() | st.text(alphabet=st.sampled_from("\x00\x7f\x80%+&= ~-._aZ9\nЖ€😀"), max_size=300))
 def test_the_form_encoding_is_urllibs_byte_for_byte(value: str) -> None:
     from urllib.parse import quote
 

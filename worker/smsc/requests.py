@@ -362,23 +362,28 @@ def balance_params() -> dict[str, str]:
 
 #: Bytes a form encoding keeps as they are (``quote(value, safe="")``); every other byte becomes ``%XX``.
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
-_UNSAFE_RUN = re.compile(rb"[^A-Za-z0-9\-._~]+")
-
-
-def _escaped(run: re.Match[bytes]) -> bytes:
-    return b"%" + run[0].hex("%").upper().encode("ascii")
+_HEX = b"0123456789ABCDEF"
+# Per byte, the three characters it becomes: a kept byte itself and two NULs (dropped at the end: a NUL
+# of the value is escaped, so none is left as it was), an escaped one "%", its high and its low digit.
+_AS_FIRST = bytes(c if c in _UNRESERVED else ord("%") for c in range(256))
+_AS_HIGH = bytes(0 if c in _UNRESERVED else _HEX[c >> 4] for c in range(256))
+_AS_LOW = bytes(0 if c in _UNRESERVED else _HEX[c & 15] for c in range(256))
 
 
 def form_quote(value: str) -> str:
-    """``urllib.parse.quote(value, safe="")``, with the work in C: each run of bytes to escape is turned
-    into ``%XX`` by ``bytes.hex`` at once. A 500-text ``list`` of Cyrillic is ~190 KB form-encoded; quoted
-    byte by byte (urllib, httpx) that took ~5 ms of a worker's CPU inside the login slot. Its ~2,000 runs
-    (a text's words, digits and stops) go through ``re.sub``: ~1 µs a run, about an eighth less than a loop
-    over ``finditer`` that sliced the bytes between them."""
+    """``urllib.parse.quote(value, safe="")``, with the work in C: three ``bytes.translate`` give each
+    byte's three characters, strided slice assignments interleave them, one more translate drops the
+    kept bytes' fillers. A 500-text ``list`` of Cyrillic is ~190 KB form-encoded; quoted byte by byte
+    (urllib, httpx) that took ~5 ms of a worker's CPU inside the login slot, run by run (``re.sub``, a
+    Python call for each of its ~2,000 runs of bytes to escape) ~2.6 ms, this way ~0.6 ms."""
     b = value.encode("utf-8", "surrogatepass")
     if not b.translate(None, _UNRESERVED):
         return value
-    return _UNSAFE_RUN.sub(_escaped, b).decode("ascii")
+    out = bytearray(3 * len(b))
+    out[0::3] = b.translate(_AS_FIRST)
+    out[1::3] = b.translate(_AS_HIGH)
+    out[2::3] = b.translate(_AS_LOW)
+    return out.translate(None, b"\0").decode("ascii")
 
 
 def form_body(params: Mapping[str, str]) -> bytes:
