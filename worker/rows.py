@@ -59,7 +59,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from scheduler.intake import MAX_LINE_BYTES, IntakeError, InvalidPhone, Rejected, normalize_phone
-from worker.smsc.encoding import validate_sender
+from worker.smsc.encoding import not_utf8, validate_sender
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -203,6 +203,8 @@ def compile_template(source: str, columns: Sequence[str] | None = None) -> Templ
     """
     if not source.strip():
         raise TemplateError("template: empty")
+    if (why := not_utf8(source)) is not None:  # else every row's text would be refused for it, one by one
+        raise TemplateError(f"template {why}")
     try:
         tree = _ENV.parse(source)
         _refuse_unsafe(tree)

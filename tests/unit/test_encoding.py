@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -48,6 +49,7 @@ def test_public_surface_is_pinned() -> None:
             "count_segments",
             "delivered_text",
             "explain_ucs2",
+            "not_utf8",
             "shorten_links",
             "text_parts",
             "transliterate",
@@ -340,3 +342,21 @@ def test_explain_ucs2_names_at_most_twenty_characters_and_counts_the_rest() -> N
     assert e is not None
     assert e.chars == tuple(RUSSIAN[:EXPLAIN_MAX_CHARS]) and e.more == len(RUSSIAN) - EXPLAIN_MAX_CHARS
     assert e.parts_without == 0
+
+
+@pytest.mark.parametrize(("text", "where"), [("a\ud800b", "U+D800 at character 2"), ("\udc7f", "U+DC7F at character 1"),
+                                             ("ok 😀 then \ude00", "U+DE00 at character 11")])
+def test_a_lone_surrogate_is_refused_in_one_line_and_a_pair_is_an_emoji(text: str, where: str) -> None:
+    with pytest.raises(ValueError, match=r"^message holds a lone surrogate \(" + re.escape(where) + r"\), ") as info:
+        validate_message(text)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        check_message(text)
+    assert validate_message("ok 😀").encoding == "ucs2"
+
+
+def test_a_byte_that_was_not_utf8_is_named_as_such() -> None:
+    # What Python makes of "café" typed in Latin-1 on a command line (surrogateescape).
+    text = b"caf\xe9".decode("utf-8", "surrogateescape")
+    with pytest.raises(ValueError, match=r"^message holds the byte 0xE9 \(at character 4\), which is not UTF-8: "):
+        validate_message(text)

@@ -244,6 +244,21 @@ def test_phone_and_text_pairs_through_the_python_api(runtime: Runtime, sim: Simu
     assert sorted(m["text"] for m in sim.record(0, 10)) == ["one: a", "two; b"]
 
 
+def test_a_text_with_a_lone_surrogate_is_refused_by_its_line_and_the_others_are_sent(
+        runtime: Runtime, sim: Simulator, redis_server: Any) -> None:
+    from worker.api import enqueue_campaign
+
+    # "\ud83d" alone: what json.loads makes of half an escaped emoji (an app's JSON, the HTTP API's body).
+    rejected: list[Any] = []
+    receipt = enqueue_campaign([("+79090000011", "half \ud83d an emoji"), ("+79090000012", "a whole 😀")],
+                               campaign_id="halves", settings=_producer_settings(redis_server),
+                               on_rejected=rejected.append)
+    assert (receipt.total, receipt.invalid) == (1, 1)
+    assert rejected[0].line_no == 1 and "lone surrogate (U+D83D at character 6)" in rejected[0].reason
+    run_until_done(runtime, "halves")
+    assert [m["text"] for m in sim.record(0, 10)] == ["a whole 😀"]
+
+
 def test_a_rows_own_time_zone_decides_when_its_window_opens(runtime: Runtime, redis_server: Any) -> None:
     from worker.api import enqueue_campaign
 

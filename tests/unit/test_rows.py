@@ -359,6 +359,8 @@ def test_an_unknown_placeholder_is_refused_before_any_row_with_a_suggestion(tmp_
     ("{{ name['__class__'] }}", "template line 1: attribute '__class__' is not allowed"),
     ("{{ name|attr('__init__') }}", "template line 1: attribute '__init__' is not allowed"),
     ("  ", "template: empty"),
+    ("Caf\udce9 {{ name }}", "template holds the byte 0xE9 (at character 4), which is not UTF-8"),
+    ("{{ name }} \ud83d", "template holds a lone surrogate (U+D83D at character 12)"),
 ])
 def test_a_bad_template_is_refused_in_one_line_with_its_line(source: str, message: str) -> None:
     with pytest.raises(TemplateError) as err:

@@ -57,6 +57,7 @@ __all__ = [
     "count_segments",
     "delivered_text",
     "explain_ucs2",
+    "not_utf8",
     "shorten_links",
     "text_parts",
     "transliterate",
@@ -92,6 +93,9 @@ _UCS2_SINGLE, _UCS2_MULTI = 70, 67
 # half of it building the Segments — a frozen dataclass then; a named tuple is built in a fifth of that.
 _NOT_GSM = re.compile("[^" + re.escape("".join(sorted(GSM_BASIC | GSM_EXTENDED))) + "]")
 _EXTENDED_RE = re.compile("[" + re.escape("".join(sorted(GSM_EXTENDED))) + "]")
+# A str may hold half of a UTF-16 pair (from JSON's "\\ud83d" alone, or a file name decoded with
+# surrogateescape): it has no UTF-8 form, so no request could carry it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Sender name: Latin letters, digits, spaces and ".-_&", at most 11; or a numeric sender of up to 15 digits.
 _SENDER_ALPHA = re.compile(r"[A-Za-z0-9 .\-_&]{1,11}")
@@ -355,6 +359,21 @@ def check_message(text: str) -> None:
         raise ValueError(
             f"message is {len(text)} characters; the provider accepts at most {MAX_MESSAGE_CHARS}"
         )
+    if (why := not_utf8(text)) is not None:
+        raise ValueError(f"message {why}")
+
+
+def not_utf8(text: str) -> str | None:
+    """Why ``text`` has no UTF-8 form (it holds half of a UTF-16 pair), or ``None``: ``"holds the byte
+    0xE9 (at character 4), which is not UTF-8: ..."`` for what Python decodes from a byte that is not
+    UTF-8 (a command line, a file name), else ``"holds a lone surrogate (U+D83D at character 6) ..."``."""
+    if (lone := _SURROGATE.search(text)) is None:
+        return None
+    code, at = ord(lone[0]), lone.start() + 1
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the byte code - 0xDC00
+        return f"holds the byte 0x{code - 0xDC00:02X} (at character {at}), which is not UTF-8: give the text in UTF-8"
+    return (f"holds a lone surrogate (U+{code:04X} at character {at}), half of a UTF-16 pair and no character: it "
+            "cannot be sent as UTF-8")
 
 
 def validate_sender(name: str) -> str:
