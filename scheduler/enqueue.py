@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeAlias
 
+import orjson
 import redis
 
 from scheduler import spreading
@@ -315,7 +316,7 @@ def _settled(pending: list[Entry], lines: list[int], answer: _Answer, counts: In
 
 #: A staged batch: its number, phones, due time (None: not yet planned), and the JSON of its
 #: per-recipient texts, senders and UTC offsets in minutes ('' = none).
-_Staged: TypeAlias = "tuple[int, Sequence[str], int | None, str, str, str]"
+_Staged: TypeAlias = "tuple[int, Sequence[str], int | None, str | bytes, str | bytes, str | bytes]"
 
 
 @dataclass
@@ -614,9 +615,10 @@ class Enqueue:
     def _stage_pending(self, st: _Intake, done: Sequence[_Pending], now_ms: int | None) -> None:
         staged: list[_Staged] = []
         for pend in done:
-            texts = json.dumps(pend.texts, ensure_ascii=False, separators=(",", ":"))
-            senders = json.dumps(pend.senders, ensure_ascii=False, separators=(",", ":")) if pend.senders else ""
-            zones = json.dumps(pend.zones, separators=(",", ":")) if pend.zones else ""
+            # orjson writes what json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes, as UTF-8
+            texts = orjson.dumps(pend.texts)
+            senders = orjson.dumps(pend.senders) if pend.senders else ""
+            zones = orjson.dumps(pend.zones) if pend.zones else ""
             staged.append((self._number(st, len(pend.phones)), pend.phones, None, texts, senders, zones))
         if staged:
             self._stage(st, staged, now_ms)
