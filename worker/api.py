@@ -380,7 +380,7 @@ class _BalanceCheck:
     rows no longer wait ~0.7 s (three 200 ms requests, one after another) after the last one is read.
     The same quote of the same recipients either way; the balance is read seconds earlier — no staler
     than the commit's own would be by the time the campaign sends. An intake that then fails has spent
-    those requests for nothing (they count toward the provider's per-minute limits, like a dry run's)."""
+    those requests for nothing (they count toward the provider's per-minute limits, as a quote's do)."""
 
     @classmethod
     def of(cls, p: _Prepared, on_warning: Callable[[str], None] | None) -> _BalanceCheck | None:
