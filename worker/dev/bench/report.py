@@ -64,13 +64,14 @@ WHY_MISSED: dict[str, str] = {
         "rest is read; the commit then waits for the AOF fsync on Redis 7.0 (0.3-1.2 s)."),
     "personal_vs_bare": (
         "A batch of 500 personal texts costs the workers ~8.8 ms of CPU (checking and counting the 500 "
-        "texts, form-encoding the ~190 KB body ~1.3 ms, both before the slot is taken; parsing 500 reports "
+        "texts, form-encoding the ~190 KB body ~0.6 ms since 2026-12-02, both before the slot is taken; "
+        "parsing 500 reports "
         "after it is given back), Redis ~5 ms (the take script's 500 flood keys ~1.6 ms) and the simulator "
         "~9.5 ms, on 2 cores: the simulator, one event loop, answers later while the workers and Redis take "
         "CPU beside it, and the bare generator (its bodies encoded before its clock starts) runs at the 14 "
         "slots' limit with the cores to itself. Six runs of this workload since the take script measured "
-        "0.87-0.96 (median 0.91): "
-        "the bare generator itself varied from 28,300 to 31,300/s"),
+        "0.87-0.96 (median 0.91), the bare generator itself from 28,300 to 31,300/s; three on a machine twice "
+        "as slow on 2026-12-02, after the form encoding's rewrite: 0.90, 0.95 and 1.00"),
     "lanes_urgent_p99": (
         "An urgent batch is claimed at the next claim (after any batch ends, or the clock's second), published "
         "to <queue>.urgent, which every worker's BRPOP lists first; it still waits for the tasks a worker "
