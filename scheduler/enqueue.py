@@ -615,11 +615,8 @@ class Enqueue:
     def _stage_pending(self, st: _Intake, done: Sequence[_Pending], now_ms: int | None) -> None:
         staged: list[_Staged] = []
         for pend in done:
-            # orjson writes what json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes, as UTF-8
-            texts = orjson.dumps(pend.texts)
-            senders = orjson.dumps(pend.senders) if pend.senders else ""
-            zones = orjson.dumps(pend.zones) if pend.zones else ""
-            staged.append((self._number(st, len(pend.phones)), pend.phones, None, texts, senders, zones))
+            staged.append((self._number(st, len(pend.phones)), pend.phones, None, orjson.dumps(pend.texts),
+                           _json(pend.senders), _json(pend.zones)))
         if staged:
             self._stage(st, staged, now_ms)
 
@@ -828,10 +825,14 @@ def _staged(reply: object) -> None:
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 
 
-def _subset_json(values: Mapping[str, object], phones: Sequence[str]) -> str:
-    if not values:
-        return ""
-    return json.dumps({p: values[p] for p in phones if p in values}, ensure_ascii=False, separators=(",", ":"))
+def _json(values: Mapping[str, object]) -> bytes | str:
+    """A batch's field of per-recipient values: orjson's JSON (what json.dumps(..., ensure_ascii=False,
+    separators=(",", ":")) writes, as UTF-8), or '' for none (the field is not written)."""
+    return orjson.dumps(values) if values else ""
+
+
+def _subset_json(values: Mapping[str, object], phones: Sequence[str]) -> bytes | str:
+    return orjson.dumps({p: values[p] for p in phones if p in values}) if values else ""
 
 
 def _hexdigest(d: _StreamDigest | None) -> str:

@@ -394,7 +394,7 @@ class _BalanceCheck:
 
     def __init__(self, p: _Prepared, on_warning: Callable[[str], None] | None) -> None:
         self._p, self._on_warning = p, on_warning
-        self._start_at = max(_BALANCE_SAMPLE, p.settings.smsc_balance_check_min, 1)
+        self._start_at = max(_BALANCE_SAMPLE, p.settings.smsc_balance_check_min)
         self._early: threading.Thread | None = None
         self._answer: Any = None  # the early thread's Affordability, or what it raised
 

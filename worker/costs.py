@@ -172,6 +172,11 @@ class BalanceCheck:
     #: The campaign's quote the estimate came from (:func:`affordable`).
     quote: Quote | None = None
 
+    @classmethod
+    def against(cls, balance: Decimal, estimate: Decimal, quote: Quote | None = None) -> BalanceCheck:
+        """``balance`` against ``estimate``: it is ``ok`` when it covers it."""
+        return cls(balance=balance, estimate=estimate, ok=balance >= estimate, quote=quote)
+
     @property
     def shortfall(self) -> Decimal:
         return max(self.estimate - self.balance, Decimal(0))
@@ -259,7 +264,7 @@ def affordable(rt: Runtime, cid: str, *, sender: str | None = None, options: Sen
     q = quote_campaign(rt, staged_batches(rt, cid), sender=sender, options=options, sample_limit=sample_limit,
                        total=total, max_wait_s=max_wait_s)
     check = check_balance(rt, q.cost, max_wait_s=max_wait_s)
-    return BalanceCheck(check.balance, check.estimate, check.ok, quote=q)
+    return BalanceCheck.against(check.balance, check.estimate, quote=q)
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,7 @@ class Affordability:
     def check(self, total: int) -> BalanceCheck:
         """What :func:`affordable` answers for a campaign of ``total`` recipients."""
         q = self.sample.extrapolated_to(total)
-        return BalanceCheck(self.balance, q.cost, self.balance >= q.cost, quote=q)
+        return BalanceCheck.against(self.balance, q.cost, quote=q)
 
 
 def affordability(rt: Runtime, cid: str, *, sender: str | None = None, options: SendOptions | None = None,
@@ -322,7 +327,7 @@ def check_balance(rt: Runtime, estimate: Decimal, *, max_wait_s: float = 0.0) ->
         except SmscError as exc:
             raise ProviderError(f"the provider refused the balance request: {exc}",
                                 retry_after_s=exc.retry_after_s) from exc
-    return BalanceCheck(balance=balance, estimate=estimate, ok=balance >= estimate)
+    return BalanceCheck.against(balance, estimate)
 
 
 # -- the plumbing ----------------------------------------------------------------------------------------
