@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import redis
@@ -297,10 +297,14 @@ def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, templat
     return _rows.iter_pairs(recipients, region=p.region, check_text=p.check_text)
 
 
-def _items_of(p: _Prepared, given: Iterable[Item] | Callable[[Callable[[str], object]], Iterable[Item]]
-              ) -> Iterable[Item]:
-    """Items given as they are, or made by a function of the campaign's text check (a table's rows)."""
-    return given(p.check_text) if callable(given) else given
+def _items_of(p: _Prepared, given: Iterable[Item] | _ItemsOf) -> Iterable[Item]:
+    """Items given as they are, or made by a function of the campaign's text check and parts count (a
+    table's rows)."""
+    return given(p.check_text, p.parts_of) if callable(given) else given
+
+
+#: A table's rows as the campaign's own text check and parts count (``_Prepared``) make them.
+_ItemsOf: TypeAlias = "Callable[[Callable[[str], object], Callable[[str], int]], Iterable[Item]]"
 
 
 def _check_message_args(message: str | None, template: str | None) -> None:
@@ -471,15 +475,16 @@ def _table(path: str | os.PathLike[str], template: str, kwargs: Mapping[str, Any
                                 "tz_column": tz_column, "region": region}
         child: ChildRows | None = None
 
-        def items(check_text: Callable[[str], object]) -> Iterable[Item]:
+        def items(check_text: Callable[[str], object], parts_of: Callable[[str], int]) -> Iterable[Item]:
             nonlocal child
             if child is not None:  # its file's offset is the child's now
                 raise RuntimeError("a table's rows are read once")
             if not child_wanted(os.fspath(path), settings.smsc_intake_reader):
                 return _rows.iter_rows(table, check_text=check_text, **rows)
-            # The child checks each text as validate_message does, without counting its parts: the batcher
-            # counts them here (parts_of), so that the two processes have about the same work.
-            child = readers.enter_context(contextlib.closing(ChildRows(table, **rows)))
+            # The child checks each text as validate_message does and counts its parts (parts_of), which the
+            # batcher here takes as they are: the child reads a row by its cells (rows.row_tuples) and had
+            # less to do than this process; the batcher still counts each text's share of a request body.
+            child = readers.enter_context(contextlib.closing(ChildRows(table, parts_of=parts_of, **rows)))
             return child
 
         def digest() -> str:  # read here, or by the child to the file's end (reading here would race it)

@@ -181,7 +181,7 @@ def test_the_command_lines_process_reads_a_large_table_in_a_child(tmp_path: Path
         "s = Settings(smsc_intake_reader=sys.argv[2])\n"
         "with contextlib.contextmanager(api._table)(sys.argv[1], sys.argv[3], {'settings': s}, phone_column='phone',"
         " sender_column=None, tz_column=None) as (digest, items):\n"
-        "    it = items(lambda text: None)\n"
+        "    it = items(lambda text: None, lambda text: 1)\n"
         "    n = sum(1 for _ in it)\n"
         "    print(type(it).__name__, n, digest())\n"
     )

@@ -37,7 +37,7 @@ from worker.smsc.encoding import validate_message
 def test_public_surface_is_pinned() -> None:
     assert sorted(rows.__all__) == sorted([
         "ColumnError", "RenderError", "Row", "Table", "Template", "TemplateError", "check_columns",
-        "compile_template", "iter_dicts", "iter_pairs", "iter_rows", "open_table",
+        "compile_template", "iter_dicts", "iter_pairs", "iter_rows", "open_table", "row_tuples",
     ])
     for error in (rows.TemplateError, rows.ColumnError, rows.RenderError):
         assert issubclass(error, ValueError)
