@@ -242,15 +242,20 @@ class _Prepared:
                 counted[text] = segments.parts
             return segments
 
+        def counts(text: str) -> int:
+            return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+
         def parts_of(text: str) -> int:
             if not plain_parts:
-                return count_parts(text, translit=send.translit, tinyurl=send.tinyurl, maxsms=send.maxsms)
+                return counts(text)
             parts = counted.pop(text, None)  # none when a child process checked the texts
             return text_parts(text) if parts is None else parts
 
         self.check_text = check_text
 
         self.parts_of = parts_of
+        #: A text's parts counted afresh (what a reader in a child process counts: nothing to look up).
+        self.count_parts: Callable[[str], int] = text_parts if plain_parts else counts
         self.spec = CampaignSpec(message=message if message is not None else (template or ""), parts=parts,
                                  account=s.account, sender=sender, batch_size=size, plan=plan,
                                  campaign_id=campaign_id, plan_source=source, personal=personal,
@@ -300,7 +305,7 @@ def _items(p: _Prepared, recipients: Iterable[Any], message: str | None, templat
 def _items_of(p: _Prepared, given: Iterable[Item] | _ItemsOf) -> Iterable[Item]:
     """Items given as they are, or made by a function of the campaign's text check and parts count (a
     table's rows)."""
-    return given(p.check_text, p.parts_of) if callable(given) else given
+    return given(p.check_text, p.count_parts) if callable(given) else given
 
 
 #: A table's rows as the campaign's own text check and parts count (``_Prepared``) make them.

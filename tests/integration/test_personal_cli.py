@@ -15,6 +15,7 @@ from openpyxl import Workbook
 from scheduler.keys import Keys, batch_ref
 from tests.integration.helpers import breaches, cli, last_json, wait_until_final
 from worker.dev.stack.simulator import DEMO_LOGIN, DEMO_PASSWORD
+from worker.smsc.encoding import count_parts, text_parts
 
 pytestmark = pytest.mark.integration
 
@@ -130,10 +131,16 @@ def test_translit_changes_what_the_quote_and_the_dry_run_count(sim_env: Any, tmp
     assert (plain["sms"], latin["sms"]) == (2, 1)
 
 
+@pytest.mark.parametrize("template,options", [
+    (TEMPLATE, ()),  # Jinja renders (a condition): rows.row_tuples hands each row to iter_rows's check
+    # The fast path; the parts counted by the child with the campaign's translit (2 in UCS-2, 1 in Latin).
+    ("{{ name }}, ваш заказ {{ order }} отправлен сегодня; курьер позвонит за час до приезда", ("--translit", "1")),
+], ids=["jinja", "plain-translit"])
 def test_a_table_read_by_a_child_process_is_queued_exactly_as_one_read_here(
-        sim_env: Any, redis_client: Any, tmp_path: Path) -> None:
+        sim_env: Any, redis_client: Any, tmp_path: Path, template: str, options: tuple[str, ...]) -> None:
     """``SMSC_INTAKE_READER=child`` (worker/reader.py; ``auto`` does it for files of 4 MiB or more): the same
-    receipt, the same lines named on stderr, the same batches with the same texts in Redis."""
+    receipt (the SMS total too), the same lines named on stderr, the same batches with the same texts in
+    Redis."""
     env, _ = sim_env()
     rows = [["phone", "name", "order", "city"]]
     rows += [[f"+7918{i:07d}", f"Клиент №{i}", str(4700 + i), "Москва" if i % 2 else ""] for i in range(2_600)]
@@ -145,7 +152,7 @@ def test_a_table_read_by_a_child_process_is_queued_exactly_as_one_read_here(
     out: dict[str, Any] = {}
     for reader in ("child", "inline"):
         proc = cli({**env, "SMSC_NAMESPACE": reader, "SMSC_INTAKE_READER": reader}, "enqueue", "--csv", str(path),
-                   "--template", TEMPLATE, "--campaign-id", "same", "--json")
+                   "--template", template, *options, "--campaign-id", "same", "--json")
         receipt = {k: v for k, v in last_json(proc).items() if not k.endswith("_due_ms")}  # the clock's now
         receipt["durable"] = re.sub(r", \d+ ms\)$", ")", receipt["durable"])  # and the wait it measured
         keys = Keys(reader)
@@ -158,6 +165,10 @@ def test_a_table_read_by_a_child_process_is_queued_exactly_as_one_read_here(
     assert sum(f"{path}:{n}: " in line for line in stderr for n in (8, 31, 1502)) == 3  # line 45 holds two lines
     assert len(batches) >= 5 and all(phones and texts for phones, texts in batches)
     assert sum(len(json.loads(texts)) for _, texts in batches) == 2_597
+    texts = [t for _, raw in batches for t in json.loads(raw).values()]
+    translit = int(options[1]) if options else 0
+    assert receipt["sms"] == sum(count_parts(t, translit=translit) for t in texts)
+    assert (receipt["sms"] != sum(map(text_parts, texts))) == bool(options)  # translit changed the count
 
 
 def test_a_campaign_the_balance_cannot_pay_is_refused_unless_allow_partial(
