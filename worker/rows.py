@@ -440,8 +440,8 @@ def row_tuples(table: Table, *, template: Template | str, phone_column: str = "p
     their place in the header: no dict is built for a row that is whole (as many cells as the header has
     columns), whose phone normalizes, whose placeholders are filled and whose sender, zone and text pass.
     Any other row is given to :func:`iter_rows`'s own check as its dict, which names what is wrong. Measured
-    on a million personal rows: ~1.6 µs a row less than ``iter_rows`` (its dict, its list of problems, its
-    Row), a fifth of the child's work.
+    on a million personal rows (2026-12-02): the child's CPU ~6.2 s with ``iter_rows`` (a dict, a list of
+    problems and a Row a row), ~4.2 s with this.
     """
     if isinstance(template, str):
         template = compile_template(template)

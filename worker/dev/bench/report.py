@@ -57,9 +57,10 @@ WHY_MISSED: dict[str, str] = {
         "rule broken while the campaign was sent; an unsettled status means the poller stopped at its timeout "
         "before every message, all final at the provider, was settled."),
     "personal_intake_rate": (
-        "Both cores are busy: measured on a million rows, the child reading the CSV (cells, phones, template, "
-        "text check) ~4.6 s of CPU, the enqueue's own process (dedup, batching, parts, the batches' texts "
-        "JSON, staging) ~6.3 s and Redis ~3.4 s, in ~8 s; start-up ~0.6 s before the child forks. The "
+        "Both cores are busy: measured on a million rows (2026-12-02), the child reading the CSV (cells by "
+        "their place, phones, template, text check, parts) ~5.3 s of CPU, the enqueue's own process (dedup, "
+        "batching, the batches' texts JSON, staging) ~5.3 s and Redis ~3.3 s, in ~8 s; start-up ~0.6 s "
+        "before the child forks. The "
         "balance check's three 200 ms requests leave once the first 1,000 recipients are staged, while the "
         "rest is read; the commit then waits for the AOF fsync on Redis 7.0 (0.3-1.2 s)."),
     "personal_vs_bare": (
