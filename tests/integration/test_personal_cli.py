@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -153,12 +152,14 @@ def test_a_table_read_by_a_child_process_is_queued_exactly_as_one_read_here(
     for reader in ("child", "inline"):
         proc = cli({**env, "SMSC_NAMESPACE": reader, "SMSC_INTAKE_READER": reader}, "enqueue", "--csv", str(path),
                    "--template", template, *options, "--campaign-id", "same", "--json")
-        receipt = {k: v for k, v in last_json(proc).items() if not k.endswith("_due_ms")}  # the clock's now
-        receipt["durable"] = re.sub(r", \d+ ms\)$", ")", receipt["durable"])  # and the wait it measured
+        # Left out: what the clock said (the due times) and what Redis's disk said (the commit's durability,
+        # and its warning on stderr when a busy machine's fsync is late): neither is the reader's.
+        receipt = {k: v for k, v in last_json(proc).items() if not k.endswith("_due_ms") and k != "durable"}
+        stderr = [line for line in proc.stderr.splitlines() if "a crash of Redis now may lose it" not in line]
         keys = Keys(reader)
         batches = [redis_client.hmget(keys.batch(batch_ref("same", n)), ["phones", "texts"])
                    for n in range(receipt["batches"])]
-        out[reader] = (receipt, proc.stderr.splitlines(), batches)
+        out[reader] = (receipt, stderr, batches)
     assert out["child"] == out["inline"]
     receipt, stderr, batches = out["child"]
     assert (receipt["total"], receipt["invalid"], receipt["duplicates"]) == (2_597, 2, 1)
